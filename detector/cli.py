@@ -1,0 +1,163 @@
+"""``revet`` command line. Each subcommand parses arguments and calls one library function.
+
+Training-side commands (train, export, demo, and evaluate on a .ckpt) import torch lazily, so
+``revet predict`` works with the base (torch-free) install.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("revet")
+
+
+def _synth(a) -> int:
+    from detector.datasets.synth import generate_dataset
+
+    summary = generate_dataset(a.out_dir, n_train=a.train, n_val=a.val, n_test=a.test,
+                               scene_size=a.scene_size, gsd=a.gsd, seed=a.seed, workers=a.workers,
+                               negatives=not a.no_negatives, preview=a.preview)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _train(a) -> int:
+    from detector.train.fit import config_from_file, train
+
+    overrides = {"train": a.train, "val": a.val, "out": a.out, "arch": a.model, "epochs": a.epochs,
+                 "max_time": a.max_time, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr,
+                 "seed": a.seed, "num_workers": a.workers,
+                 "bands": [int(b) for b in a.bands.split(",")] if a.bands else None,
+                 "classes": a.classes.split(",") if a.classes else None}
+    cfg = config_from_file(a.config, overrides)
+    best = train(cfg)
+    print(best)
+    return 0
+
+
+def _export(a) -> int:
+    from detector.export.onnx_export import ParityError, export_checkpoint
+
+    try:
+        report = export_checkpoint(a.checkpoint, a.out, verify=a.verify)
+    except ParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _predict(a) -> int:
+    from detector.predict import predict_files
+
+    summary = predict_files(a.model, a.inputs, a.out, min_score=a.min_score, device=a.device,
+                            batch_size=a.batch_size, overlap=a.overlap)
+    print(json.dumps(summary, indent=2))
+    return 0 if not summary["failed"] else 2
+
+
+def _evaluate(a) -> int:
+    from detector.evaluate import evaluate_model, format_metrics
+
+    m = evaluate_model(a.model, a.data, out=a.out, device=a.device)
+    print(format_metrics(m))
+    if a.out:
+        print(f"metrics written to {a.out}")
+    return 0
+
+
+def _demo(a) -> int:
+    from detector.pipeline import run_demo
+
+    out = run_demo(a.out, minutes=a.minutes, n_train=a.train, seed=a.seed, model=a.model)
+    print(f"results in {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="revet", description="Find bunkers, revetments and shelters in overhead imagery.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate a synthetic tile dataset (COCO) and a GeoTIFF scene")
+    s.add_argument("out_dir")
+    s.add_argument("--train", type=int, default=300)
+    s.add_argument("--val", type=int, default=60)
+    s.add_argument("--test", type=int, default=100)
+    s.add_argument("--scene-size", type=int, default=2048)
+    s.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--no-negatives", action="store_true", help="leave out hard-negative look-alikes")
+    s.add_argument("--preview", action="store_true", help="also write PNG previews with boxes")
+    s.set_defaults(func=_synth)
+
+    t = sub.add_parser("train", help="train a detector on COCO datasets")
+    t.add_argument("--train", help="training COCO JSON")
+    t.add_argument("--val", help="validation COCO JSON")
+    t.add_argument("--out", help="run folder (best.ckpt, last.ckpt, logs)")
+    t.add_argument("--config", help="YAML file of training options; flags override it")
+    t.add_argument("--model", help="architecture name (see revet models)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-time", type=float, help="stop after this many minutes")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--crop", type=int, help="train on random crops of this size")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--workers", type=int, help="data loader worker processes")
+    t.add_argument("--bands", help="1-based band list, e.g. 3,2,1")
+    t.add_argument("--classes", help="comma-separated class names (default: the dataset's)")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("export", help="checkpoint -> ONNX, with a parity check")
+    e.add_argument("checkpoint")
+    e.add_argument("--out", required=True)
+    e.add_argument("--verify", help="COCO JSON of tiles for the parity check (default: the run's val set)")
+    e.set_defaults(func=_export)
+
+    r = sub.add_parser("predict", help="score tiles or GeoTIFF scenes with an ONNX model (no torch needed)")
+    r.add_argument("model")
+    r.add_argument("inputs", nargs="+")
+    r.add_argument("--out", required=True, help="output GeoJSON")
+    r.add_argument("--min-score", type=float)
+    r.add_argument("--overlap", type=int)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    r.set_defaults(func=_predict)
+
+    v = sub.add_parser("evaluate", help="COCO metrics of a .ckpt or .onnx model on a COCO dataset")
+    v.add_argument("model")
+    v.add_argument("--data", required=True)
+    v.add_argument("--out", help="metrics JSON")
+    v.add_argument("--device", default="auto")
+    v.set_defaults(func=_evaluate)
+
+    d = sub.add_parser("demo", help="the whole path on synthetic data: synth, train, export, predict, evaluate")
+    d.add_argument("--out", default="revet-demo")
+    d.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    d.add_argument("--train", type=int, default=400, help="synthetic training tiles")
+    d.add_argument("--model", default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").propagate = False
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

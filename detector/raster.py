@@ -1,0 +1,108 @@
+"""Reading imagery: windows, band selection, nodata masks, scaling. Torch-free.
+
+Shared by training (``detector.datasets``) and inference (``detector.runner``) so that both
+read pixels the same way. Arrays are ``H x W x C`` (channels last) as read, in the raster's dtype.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the runner needs to know about a raster before reading it.
+
+    ``transform`` maps pixel (col, row) of the top-left corner to map coordinates; ``crs`` is
+    None for plain images (PNG/JPEG), in which case outputs stay in pixel coordinates.
+    """
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: object
+    transform: object
+    nodata: float | None
+    gsd: float | None
+
+
+def open_raster(path: str | os.PathLike):
+    """Open an image with rasterio, raising a clear error naming the file when it cannot."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: image file does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: image file is empty (0 bytes)")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as e:
+        raise ValueError(f"{path}: not a readable raster image ({e})") from None
+
+
+def raster_info(ds) -> RasterInfo:
+    """Summarise an open rasterio dataset. ``gsd`` is the mean pixel size in CRS units (metres
+    for projected CRSs); None when the raster has no geotransform or a geographic CRS."""
+    gsd = None
+    has_geo = ds.crs is not None and not ds.transform.is_identity
+    if has_geo and ds.crs.is_projected:
+        gsd = float((abs(ds.transform.a) + abs(ds.transform.e)) / 2)
+    return RasterInfo(Path(ds.name), ds.width, ds.height, ds.count, ds.dtypes[0],
+                      ds.crs if has_geo else None, ds.transform, ds.nodata, gsd)
+
+
+def check_bands(path, count: int, bands) -> None:
+    """Raise ValueError naming the file when ``bands`` (1-based) are not all present."""
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise ValueError(
+            f"{path}: the model reads bands {list(bands)} but the image has {count} band(s); "
+            f"missing {bad}"
+        )
+
+
+def read_window(ds, window: Window, bands, *, fill: float = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` (may extend past the raster edge) of the given 1-based ``bands``.
+
+    Returns:
+        image: (window.height, window.width, len(bands)) array in the raster's dtype; pixels
+            outside the raster are ``fill``.
+        valid: (window.height, window.width) bool, False outside the raster and where the
+            raster's nodata value, mask or alpha band marks no data.
+    """
+    check_bands(ds.name, ds.count, bands)
+    h, w = int(window.height), int(window.width)
+    data = ds.read(list(bands), window=window, boundless=True, fill_value=fill)
+    # dataset_mask combines nodata value, internal mask and alpha band; 0 = no data.
+    mask = ds.read_masks(1, window=window, boundless=True)
+    for b in bands[1:]:
+        mask = np.minimum(mask, ds.read_masks(b, window=window, boundless=True))
+    if ds.count in (2, 4) and ds.colorinterp[-1] == rasterio.enums.ColorInterp.alpha:
+        mask = np.minimum(mask, ds.read(ds.count, window=window, boundless=True, fill_value=0))
+    image = np.ascontiguousarray(np.moveaxis(data, 0, -1)).reshape(h, w, len(bands))
+    return image, mask > 0
+
+
+def read_image(path: str | os.PathLike, bands) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
+    """Read a whole (tile-sized) image: ``(H, W, C)`` array, ``(H, W)`` valid mask, info."""
+    with open_raster(path) as ds:
+        info = raster_info(ds)
+        image, valid = read_window(ds, Window(0, 0, ds.width, ds.height), bands)
+    return image, valid, info
+
+
+def scale_to_unit(image: np.ndarray, offset, scale) -> np.ndarray:
+    """``clip((raw - offset) / scale, 0, 1)`` per band, as float32. ``image`` is (H, W, C).
+
+    The same formula runs inside the exported graph (``detector.train.models.Preprocess``).
+    """
+    offset = np.asarray(offset, np.float32)
+    scale = np.asarray(scale, np.float32)
+    return np.clip((image.astype(np.float32) - offset) / scale, 0.0, 1.0)

@@ -1,0 +1,233 @@
+"""The runner: score tiles and whole scenes with an exported model. Torch-free.
+
+    det = Detector.load("model.onnx")             # spec read from the file
+    result = det.predict_scene("scene.tif")       # any size, bounded memory
+    tiles = det.predict_tiles([array_hwc, ...])   # raw arrays, bands already in spec order
+
+Scenes are read window by window (``detector.tiling``), in batches, with the next batch read
+by a background thread while the model runs; windows that are all nodata are skipped and
+detections whose centre falls on nodata are dropped. Boxes are in scene pixels; the scene's
+CRS and transform ride along for georeferencing (``detector.outputs``).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from detector import raster, tiling
+from detector.spec import ModelSpec
+
+
+@dataclass
+class Detections:
+    """Detections in one image or scene.
+
+    boxes (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the source image; scores (N,) float32;
+    labels (N,) int64 indices into ``classes``. ``crs``/``transform`` are the source's (None
+    for plain images); ``path`` the source file; ``truncated`` (N,) bool marks boxes touching an
+    interior window edge.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    path: Path | None = None
+    crs: object = None
+    transform: object = None
+    width: int = 0
+    height: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def filter(self, mask: np.ndarray) -> "Detections":
+        return Detections(self.boxes[mask], self.scores[mask], self.labels[mask], self.classes,
+                          self.path, self.crs, self.transform, self.width, self.height, self.extra)
+
+
+class Detector:
+    """A model plus the rules to apply it. ``backend.run`` does the maths (ONNX Runtime, or
+    PyTorch for checkpoints); everything else here is numpy and rasterio."""
+
+    def __init__(self, backend, spec: ModelSpec) -> None:
+        self.backend = backend
+        self.spec = spec
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None) -> "Detector":
+        """Load an ``.onnx`` model (torch-free) or a ``.ckpt`` checkpoint (needs revet[train])."""
+        path = Path(path)
+        if path.suffix == ".ckpt":
+            from detector.export.torch_backend import TorchBackend  # torch only when asked
+
+            backend = TorchBackend.from_checkpoint(path, device=device, threads=threads)
+        else:
+            from detector.backends import OnnxBackend
+
+            backend = OnnxBackend(path, device=device, threads=threads)
+        return cls(backend, backend.spec)
+
+    # ---------------------------------------------------------------- tiles
+    def _run_batch(self, tiles: list[np.ndarray]):
+        """tiles: list of (T, T, C) raw arrays -> backend outputs for the stacked batch."""
+        batch = np.stack([np.moveaxis(t, -1, 0) for t in tiles]).astype(np.float32, copy=False)
+        return self.backend.run(batch)
+
+    def predict_tiles(self, arrays, *, min_score: float | None = None, batch_size: int = 8) -> list[Detections]:
+        """Score in-memory images, each ``(H, W, C)`` raw values with bands in spec order.
+
+        Images of exactly ``tile_size`` are batched directly; other sizes are scored as small
+        scenes (windows and merging).
+        """
+        thr = self.spec.score_threshold if min_score is None else min_score
+        out: list[Detections | None] = [None] * len(arrays)
+        t = self.spec.tile_size
+        direct = [i for i, a in enumerate(arrays) if a.shape[:2] == (t, t)]
+        for s in range(0, len(direct), batch_size):
+            idx = direct[s:s + batch_size]
+            boxes, scores, labels = self._run_batch([self._check(arrays[i], f"array {i}") for i in idx])
+            for k, i in enumerate(idx):
+                keep = scores[k] >= max(thr, 1e-9)
+                out[i] = Detections(boxes[k][keep], scores[k][keep], labels[k][keep].astype(np.int64),
+                                    self.spec.classes, width=t, height=t)
+        for i, a in enumerate(arrays):
+            if out[i] is None:
+                a = self._check(a, f"array {i}")
+                valid = np.ones(a.shape[:2], bool)
+                out[i] = self._score_windows(_ArraySource(a, valid, t), a.shape[1], a.shape[0], thr,
+                                             self.spec.overlap, batch_size)
+        return out
+
+    def _check(self, a: np.ndarray, name: str) -> np.ndarray:
+        if a.ndim != 3 or a.shape[2] != self.spec.num_bands:
+            raise ValueError(
+                f"{name}: expected an (H, W, {self.spec.num_bands}) array with bands "
+                f"{list(self.spec.bands)}, got shape {a.shape}"
+            )
+        return a
+
+    # ---------------------------------------------------------------- scenes
+    def predict_scene(self, path: str | os.PathLike, *, min_score: float | None = None,
+                      overlap: int | None = None, batch_size: int = 8) -> Detections:
+        """Score a raster of any size window by window. Boxes in the raster's pixels."""
+        path = Path(path)
+        thr = self.spec.score_threshold if min_score is None else min_score
+        with raster.open_raster(path) as ds:
+            info = raster.raster_info(ds)
+            raster.check_bands(path, ds.count, self.spec.bands)
+            det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size),
+                                      ds.width, ds.height, thr,
+                                      self.spec.overlap if overlap is None else overlap, batch_size)
+        det.path, det.crs, det.transform = path, info.crs, info.transform
+        return det
+
+    def _score_windows(self, source, width: int, height: int, thr: float, overlap: int,
+                       batch_size: int) -> Detections:
+        t = self.spec.tile_size
+        windows = tiling.scene_windows(width, height, t, overlap)
+        parts_b, parts_s, parts_l, parts_w, parts_t = [], [], [], [], []
+        for batch in _prefetch(source, windows, batch_size):
+            tiles = [b[2] for b in batch]
+            boxes, scores, labels = self._run_batch(tiles)
+            for k, (wid, (col, row), _tile, valid) in enumerate(batch):
+                keep = scores[k] >= max(thr, 1e-9)
+                b = boxes[k][keep] + np.array([col, row, col, row], np.float32)
+                # Padding past the raster edge is not image: clip boxes to the raster.
+                b[:, 0::2] = np.clip(b[:, 0::2], 0, width)
+                b[:, 1::2] = np.clip(b[:, 1::2], 0, height)
+                # Drop detections centred on nodata.
+                cx = np.clip(((b[:, 0] + b[:, 2]) / 2 - col).astype(int), 0, t - 1)
+                cy = np.clip(((b[:, 1] + b[:, 3]) / 2 - row).astype(int), 0, t - 1)
+                ok = valid[cy, cx] & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+                b = b[ok]
+                parts_b.append(b)
+                parts_s.append(scores[k][keep][ok])
+                parts_l.append(labels[k][keep][ok].astype(np.int64))
+                parts_w.append(np.full(len(b), wid))
+                parts_t.append(tiling.truncated_mask(b, col, row, t, width, height))
+        if parts_b:
+            boxes, scores, labels = np.concatenate(parts_b), np.concatenate(parts_s), np.concatenate(parts_l)
+            wids, trunc = np.concatenate(parts_w), np.concatenate(parts_t)
+        else:
+            boxes, scores, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            wids, trunc = np.zeros(0, int), np.zeros(0, bool)
+        keep = tiling.merge_windows(boxes, scores, labels, wids, trunc, iou=self.spec.nms_iou)
+        order = keep[np.argsort(-scores[keep], kind="stable")]
+        return Detections(boxes[order].astype(np.float32), scores[order].astype(np.float32), labels[order],
+                          self.spec.classes, width=width, height=height,
+                          extra={"windows": len(windows), "truncated": trunc[order]})
+
+
+class _RasterSource:
+    def __init__(self, ds, bands, tile: int) -> None:
+        self.ds, self.bands, self.tile = ds, list(bands), tile
+
+    def read(self, col: int, row: int):
+        return raster.read_window(self.ds, Window(col, row, self.tile, self.tile), self.bands)
+
+
+class _ArraySource:
+    """An in-memory (H, W, C) image read like a raster: windows padded past the edge."""
+
+    def __init__(self, array: np.ndarray, valid: np.ndarray, tile: int) -> None:
+        self.array, self.valid, self.tile = array, valid, tile
+
+    def read(self, col: int, row: int):
+        t = self.tile
+        return _pad_to(self.array[row:row + t, col:col + t], self.valid[row:row + t, col:col + t], t)
+
+
+def _prefetch(source, windows, batch_size: int):
+    """Yield batches of (window_id, (col, row), tile (T, T, C), valid (T, T)), reading the next
+    batch in a background thread while the caller runs the model. At most two batches are in
+    memory; windows that are all nodata are skipped."""
+    q: queue.Queue = queue.Queue(maxsize=1)
+    error: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            batch = []
+            for wid, (col, row) in enumerate(windows):
+                tile, valid = source.read(col, row)
+                if not valid.any():
+                    continue
+                batch.append((wid, (col, row), tile, valid))
+                if len(batch) == batch_size:
+                    q.put(batch)
+                    batch = []
+            if batch:
+                q.put(batch)
+        except BaseException as e:  # re-raised in the consumer
+            error.append(e)
+        finally:
+            q.put(None)
+
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        yield item
+    th.join()
+    if error:
+        raise error[0]
+
+
+def _pad_to(tile: np.ndarray, valid: np.ndarray, size: int):
+    h, w = tile.shape[:2]
+    if (h, w) == (size, size):
+        return tile, valid
+    out = np.zeros((size, size, tile.shape[2]), tile.dtype)
+    out[:h, :w] = tile
+    v = np.zeros((size, size), bool)
+    v[:h, :w] = valid
+    return out, v

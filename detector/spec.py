@@ -1,0 +1,122 @@
+"""The model spec: everything needed to use a trained model, and nothing torch.
+
+One :class:`ModelSpec` is stored inside every checkpoint (``ckpt["revet_spec"]``) and in every
+exported ONNX file (``metadata_props["revet_spec"]``, JSON). The runner reads it from the
+``.onnx`` and never guesses band order, scaling, tile size or class names.
+
+Pixel value convention: the network sees ``x01 = clip((raw - offset) / scale, 0, 1)`` per band,
+then ``(x01 - mean) / std``. Both steps are buffers inside the exported graph, so the runner
+feeds raw values (as float32) and preprocessing cannot drift between training and inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SPEC_VERSION = 1
+SPEC_KEY = "revet_spec"
+DEFAULT_CLASSES = ("bunker", "revetment", "shelter")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects and produces.
+
+    Attributes:
+        classes: class names; label ``i`` in every output means ``classes[i]``.
+        arch: architecture name in the training registry (``detector.train.models``).
+        bands: 1-based raster band indexes read, in the order the model sees them.
+        dtype: dtype of the raw imagery the model was trained on (``uint8``, ``uint16``, ...).
+        offset, scale: per band; ``x01 = clip((raw - offset) / scale, 0, 1)``.
+        mean, std: per band, applied to ``x01``.
+        tile_size: square input size in pixels (the exported graph has this fixed H = W).
+        overlap: default overlap in pixels between neighbouring windows of a scene.
+        gsd: ground sample distance in metres per pixel the model was trained at (None: unknown).
+        score_threshold: default minimum score of a reported detection.
+        nms_iou: IoU above which same-class boxes are merged.
+        max_detections: detections kept per tile.
+        version: spec format version.
+    """
+
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    arch: str = "ssdlite"
+    bands: tuple[int, ...] = (1, 2, 3)
+    dtype: str = "uint8"
+    offset: tuple[float, ...] = (0.0, 0.0, 0.0)
+    scale: tuple[float, ...] = (255.0, 255.0, 255.0)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    tile_size: int = 512
+    overlap: int = 64
+    gsd: float | None = None
+    score_threshold: float = 0.3
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    version: int = SPEC_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.bands)
+        if not self.classes:
+            raise ValueError("ModelSpec.classes: expected at least one class name")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"ModelSpec.classes: duplicate names in {list(self.classes)}")
+        for name in ("offset", "scale", "mean", "std"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"ModelSpec.{name}: expected {n} values (one per band {list(self.bands)}), "
+                    f"got {len(getattr(self, name))}"
+                )
+        if any(s == 0 for s in self.scale) or any(s == 0 for s in self.std):
+            raise ValueError("ModelSpec.scale and ModelSpec.std must be non-zero")
+        if self.tile_size < 32 or self.overlap < 0 or self.overlap >= self.tile_size:
+            raise ValueError(
+                f"ModelSpec: expected tile_size >= 32 and 0 <= overlap < tile_size, "
+                f"got tile_size={self.tile_size}, overlap={self.overlap}"
+            )
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "ModelSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown model spec fields {unknown}; known: {sorted(known)}")
+        version = d.get("version", SPEC_VERSION)
+        if version > SPEC_VERSION:
+            raise ValueError(
+                f"{source}: model spec version {version} is newer than this Revet understands "
+                f"({SPEC_VERSION}); upgrade revet"
+            )
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<json>") -> "ModelSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: model spec is not valid JSON ({e})") from None
+        return cls.from_dict(d, source)

@@ -1,0 +1,174 @@
+"""Checkpoint -> ONNX, with the spec in the file's metadata and a parity check.
+
+The exported graph is :class:`detector.export.adapter.DetectionAdapter`: input ``image``
+(B, C, T, T) float32 raw pixel values; outputs ``boxes`` (B, D, 4), ``scores`` (B, D),
+``labels`` (B, D) int64, with a dynamic batch axis.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import yaml
+
+from detector.export.adapter import DetectionAdapter
+from detector.export.torch_backend import TorchBackend
+from detector.spec import SPEC_KEY
+from detector.train.checkpoint import load_checkpoint
+
+log = logging.getLogger("revet.export")
+
+OPSET = 18
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree beyond the stated tolerances."""
+
+
+def export_onnx(adapter: DetectionAdapter, out: str | os.PathLike) -> Path:
+    """Export ``adapter`` to ``out`` and attach its spec. Uses the dynamo exporter, falling back
+    to the TorchScript exporter when dynamo cannot handle the model."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spec = adapter.spec
+    x = torch.zeros(2, spec.num_bands, spec.tile_size, spec.tile_size)
+    names = dict(input_names=["image"], output_names=["boxes", "scores", "labels"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            torch.onnx.export(adapter, (x,), str(tmp), dynamo=True, opset_version=OPSET,
+                              dynamic_shapes=({0: batch},), external_data=False, verbose=False, **names)
+        except Exception as e:  # dynamo's failures come in many types
+            log.warning("dynamo export failed (%s: %s); using the TorchScript exporter",
+                        type(e).__name__, str(e)[:200])
+            axes = {n: {0: "batch"} for n in ("image", "boxes", "scores", "labels")}
+            torch.onnx.export(adapter, (x,), str(tmp), dynamo=False, opset_version=17,
+                              dynamic_axes=axes, **names)
+    model = onnx.load(str(tmp))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, spec.to_json()
+    model.producer_name = "revet"
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+def match_detections(a, b, *, min_score: float = 0.05, iou: float = 0.9):
+    """Match detections of one tile, (boxes, scores, labels) each, greedily by score.
+
+    Detections of ``a`` scoring at least ``min_score`` must match, except where ``b``'s fixed
+    output is full and the score is within 1e-4 of its lowest (order at the cut is arbitrary
+    between ties); returns
+    (pairs [(i, j)], unmatched indices of a).
+    """
+    from detector.tiling import box_iou
+
+    ab, as_, al = a
+    bb, bs, bl = b
+    floor = min_score
+    if len(bs) and bs.min() > 0:
+        # b's fixed output is full: detections ranked near its last slot may be cut by ties.
+        floor = max(floor, float(bs.min()) + 1e-4)
+    req = np.where(as_ >= floor)[0]
+    cand = np.where(bs >= min_score * 0.5)[0]
+    pairs, missing = [], []
+    used = np.zeros(len(bs), bool)
+    ious = box_iou(ab[req], bb[cand]) if len(req) and len(cand) else np.zeros((len(req), len(cand)))
+    for r, i in enumerate(req):
+        ok = (~used[cand]) & (bl[cand] == al[i]) & (ious[r] >= iou)
+        if ok.any():
+            k = np.argmax(np.where(ok, ious[r], -1))
+            used[cand[k]] = True
+            pairs.append((i, cand[k]))
+        else:
+            missing.append(i)
+    return pairs, missing
+
+
+def parity_check(torch_backend, onnx_backend, tiles: list[np.ndarray], *, batch_size: int = 8,
+                 box_tol: float = 0.01, score_tol: float = 1e-4, min_score: float = 0.05) -> dict:
+    """Run both backends on ``tiles`` ((T, T, C) raw arrays) and compare detection by detection.
+
+    Returns a report dict; ``report["passed"]`` is False when a detection scoring at least
+    ``min_score`` in PyTorch has no ONNX match (same label, IoU >= 0.9), or a matched pair
+    differs by more than ``box_tol`` pixels or ``score_tol`` in score.
+    """
+    n_match = n_missing = n_torch = 0
+    max_box = max_score = 0.0
+    for s in range(0, len(tiles), batch_size):
+        batch = np.stack([np.moveaxis(t, -1, 0) for t in tiles[s:s + batch_size]]).astype(np.float32)
+        tb = torch_backend.run(batch)
+        ob = onnx_backend.run(batch)
+        for k in range(len(batch)):
+            a = tuple(o[k] for o in tb)
+            b = tuple(o[k] for o in ob)
+            pairs, missing = match_detections(a, b, min_score=min_score)
+            n_torch += len(pairs) + len(missing)
+            n_match += len(pairs)
+            n_missing += len(missing)
+            for i, j in pairs:
+                max_box = max(max_box, float(np.abs(a[0][i] - b[0][j]).max()))
+                max_score = max(max_score, float(abs(a[1][i] - b[1][j])))
+    passed = n_missing == 0 and max_box <= box_tol and max_score <= score_tol
+    return {"tiles": len(tiles), "torch_detections": n_torch, "matched": n_match, "unmatched": n_missing,
+            "max_box_diff_px": max_box, "max_score_diff": max_score, "box_tol_px": box_tol,
+            "score_tol": score_tol, "min_score": min_score, "passed": bool(passed)}
+
+
+def verification_tiles(spec, data: str | os.PathLike | None, ckpt: Path, limit: int = 64) -> tuple[list[np.ndarray], str]:
+    """Real tiles for the parity check: from ``data`` (COCO JSON), else the run's validation
+    set (``config.yaml`` beside the checkpoint). Images are cut/padded to the tile size."""
+    from detector import raster
+    from detector.datasets.coco import read_coco
+
+    if data is None:
+        cfg = ckpt.parent / "config.yaml"
+        if cfg.exists():
+            data = (yaml.safe_load(cfg.read_text()) or {}).get("val")
+    if data is None or not Path(data).exists():
+        raise ValueError(
+            f"{ckpt}: no tiles to verify the export on; pass --verify DATASET.json "
+            "(the run's config.yaml names no readable validation set)"
+        )
+    labels = read_coco(data)
+    t = spec.tile_size
+    tiles = []
+    for rec in labels.images[:limit]:
+        image, _, _ = raster.read_image(rec.path, spec.bands)
+        tile = np.zeros((t, t, spec.num_bands), image.dtype)
+        h, w = min(t, image.shape[0]), min(t, image.shape[1])
+        tile[:h, :w] = image[:h, :w]
+        tiles.append(tile)
+    return tiles, str(data)
+
+
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify: str | None = None,
+                      n_verify: int = 64) -> dict:
+    """Export ``ckpt`` to ONNX at ``out`` and check parity on real tiles.
+
+    Writes ``out`` and ``<out>.parity.json``; raises :class:`ParityError` (and removes ``out``)
+    when parity fails.
+    """
+    from detector.backends import OnnxBackend
+
+    ckpt, out = Path(ckpt), Path(out)
+    model, spec = load_checkpoint(ckpt)
+    adapter = DetectionAdapter(model, spec).eval()
+    export_onnx(adapter, out)
+    tiles, source = verification_tiles(spec, verify, ckpt, n_verify)
+    report = parity_check(TorchBackend(adapter), OnnxBackend(out, device="cpu"), tiles)
+    report.update({"checkpoint": str(ckpt), "onnx": str(out), "verify_data": source})
+    Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))
+    if not report["passed"]:
+        out.unlink(missing_ok=True)
+        raise ParityError(f"{out}: ONNX Runtime does not match PyTorch: {json.dumps(report)}")
+    return report

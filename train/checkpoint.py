@@ -1,0 +1,46 @@
+"""Checkpoints carry their model spec; loading never unpickles arbitrary objects."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detector.spec import SPEC_KEY, ModelSpec
+from detector.train.models import build_model
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
+
+
+def spec_from_checkpoint(ckpt: dict, path) -> ModelSpec:
+    if SPEC_KEY not in ckpt:
+        raise ValueError(f"{path}: checkpoint has no '{SPEC_KEY}'; it was not written by 'revet train'")
+    return ModelSpec.from_json(ckpt[SPEC_KEY], source=str(path))
+
+
+def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The network's state dict from a Lightning checkpoint (keys under ``model.``)."""
+    sd = ckpt.get("state_dict", ckpt)
+    return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """-> (network in eval mode with the checkpoint's weights, its spec)."""
+    ckpt = read_checkpoint(path)
+    spec = spec_from_checkpoint(ckpt, path)
+    model = build_model(spec)
+    missing, unexpected = model.load_state_dict(model_state(ckpt), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit architecture {spec.arch!r}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval(), spec

@@ -1,0 +1,205 @@
+"""One training run: config -> spec, data, module, Lightning trainer -> ``RUN_DIR/best.ckpt``.
+
+``TrainConfig`` holds every knob with explicit types; :func:`config_from_file` maps a YAML
+file (plus command-line overrides) onto it. The resolved config is saved in the run folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from detector import raster
+from detector.datasets.coco import read_coco
+from detector.datasets.labels import LabelSet
+from detector.spec import ModelSpec
+
+log = logging.getLogger("revet.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Paths may be relative to the working directory."""
+
+    train: str
+    val: str
+    out: str = "runs/revet"
+    arch: str = "ssdlite"
+    classes: list[str] | None = None  # default: the training set's category names
+    bands: list[int] | None = None    # default: every band that is not alpha
+    tile_size: int = 512
+    overlap: int = 128
+    crop: int | None = None           # train on random crops of this size (None: whole tiles)
+    epochs: int = 30
+    max_time: float | None = None     # minutes
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    warmup_steps: int = 50
+    seed: int = 0
+    num_workers: int = 1
+    photometric: bool = True
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    val_every: int = 1                # epochs between validations
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.crop is not None and self.crop % 32:
+            raise ValueError(f"crop must be a multiple of 32, got {self.crop}")
+
+
+def config_from_file(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
+    """YAML file (optional) then ``overrides`` (None values ignored) -> TrainConfig."""
+    data: dict = {}
+    if path:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{p}: cannot read training config ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{p}: expected a mapping of training options")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path or 'config'}: unknown training options {unknown}; known: {sorted(known)}")
+    for req in ("train", "val"):
+        if req not in data:
+            raise ValueError(f"training needs '{req}' (a COCO JSON path)")
+    return TrainConfig(**data)
+
+
+def _default_bands(path) -> list[int]:
+    with raster.open_raster(path) as ds:
+        alpha = rasterio_alpha_index(ds)
+        return [b for b in range(1, ds.count + 1) if b != alpha]
+
+
+def rasterio_alpha_index(ds) -> int | None:
+    from rasterio.enums import ColorInterp
+
+    for i, ci in enumerate(ds.colorinterp, start=1):
+        if ci == ColorInterp.alpha:
+            return i
+    return None
+
+
+def band_stretch(labels: LabelSet, bands, *, samples: int = 32, low: float = 1.0, high: float = 99.0,
+                 seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-band percentile stretch (offset, scale) from up to ``samples`` training images,
+    ignoring nodata: ``x01 = (raw - p_low) / (p_high - p_low)``."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(labels.images), size=min(samples, len(labels.images)), replace=False)
+    values = [[] for _ in bands]
+    for i in idx:
+        image, valid, _ = raster.read_image(labels.images[i].path, bands)
+        px = image[valid]
+        if len(px) > 20000:
+            px = px[rng.choice(len(px), 20000, replace=False)]
+        for b in range(len(bands)):
+            values[b].append(px[:, b].astype(np.float64))
+    offset, scale = [], []
+    for b, v in enumerate(values):
+        v = np.concatenate(v) if v else np.zeros(1)
+        lo, hi = np.percentile(v, [low, high]) if len(v) else (0.0, 1.0)
+        offset.append(float(lo))
+        scale.append(float(max(hi - lo, 1e-6)))
+    return offset, scale
+
+
+def make_spec(cfg: TrainConfig, labels: LabelSet) -> ModelSpec:
+    """Derive the model spec from the config and the training set's first image."""
+    if not labels.images:
+        raise ValueError(f"{labels.source}: training set has no images")
+    first = labels.images[0].path
+    with raster.open_raster(first) as ds:
+        info = raster.raster_info(ds)
+    bands = list(cfg.bands) if cfg.bands else _default_bands(first)
+    raster.check_bands(first, info.count, bands)
+    if info.dtype == "uint8":
+        offset, scale = [0.0] * len(bands), [255.0] * len(bands)
+    else:
+        offset, scale = band_stretch(labels, bands, seed=cfg.seed)
+    rgb_mean, rgb_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean = [rgb_mean[i] if i < 3 else 0.45 for i in range(len(bands))]
+    std = [rgb_std[i] if i < 3 else 0.225 for i in range(len(bands))]
+    return ModelSpec(classes=tuple(labels.classes), arch=cfg.arch, bands=tuple(bands), dtype=info.dtype,
+                     offset=tuple(offset), scale=tuple(scale), mean=tuple(mean), std=tuple(std),
+                     tile_size=cfg.tile_size, overlap=cfg.overlap, gsd=info.gsd)
+
+
+def load_labels(cfg: TrainConfig) -> tuple[LabelSet, LabelSet]:
+    """Read train/val COCO files; classes matched by name (``cfg.classes`` or the train set's)."""
+    train = read_coco(cfg.train, check_files=True)
+    val = read_coco(cfg.val, check_files=True)
+    classes = cfg.classes or train.classes
+    return train.remap(classes), val.remap(classes)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run training; returns the path of ``best.ckpt`` (best validation mAP@0.5)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from detector.datasets.augment import train_transform
+    from detector.datasets.torchdata import DetectionDataModule, DetectionDataset
+    from detector.train.models import BACKGROUND_OFFSET, available
+    from detector.train.module import DetectionModule
+
+    if cfg.arch not in available():
+        raise ValueError(f"unknown architecture {cfg.arch!r}; available: {available()}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+    train_labels, val_labels = load_labels(cfg)
+    spec = make_spec(cfg, train_labels)
+    (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    off = BACKGROUND_OFFSET[cfg.arch]
+    tf = train_transform(crop=cfg.crop, photometric=cfg.photometric)
+    data = DetectionDataModule(DetectionDataset(train_labels, spec, transform=tf, label_offset=off),
+                               DetectionDataset(val_labels, spec, label_offset=off),
+                               batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    steps_per_epoch = max(1, len(train_labels.images) // cfg.batch_size)
+    module = DetectionModule(spec.to_json(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
+                             max_steps=steps_per_epoch * cfg.epochs, max_minutes=cfg.max_time)
+    for stale in ("best.ckpt", "last.ckpt"):
+        (out / stale).unlink(missing_ok=True)
+    best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/mAP50", mode="max",
+                           save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    trainer = L.Trainer(
+        default_root_dir=out, max_epochs=cfg.epochs,
+        max_time={"minutes": cfg.max_time} if cfg.max_time else None,
+        accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
+        callbacks=[best], logger=CSVLogger(out, name="logs", version=""),
+        check_val_every_n_epoch=cfg.val_every, log_every_n_steps=10,
+        enable_progress_bar=os.isatty(1), enable_model_summary=False, deterministic=False,
+    )
+    t0 = time.monotonic()
+    trainer.fit(module, datamodule=data)
+    log.info("trained %d epochs in %.1f min", trainer.current_epoch, (time.monotonic() - t0) / 60)
+    path = Path(best.best_model_path) if best.best_model_path else out / "last.ckpt"
+    if path != out / "best.ckpt" and path.exists():
+        os.replace(path, out / "best.ckpt")
+        path = out / "best.ckpt"
+    return path
