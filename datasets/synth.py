@@ -1,0 +1,368 @@
+"""Procedural synthetic scenes with bunkers, revetments and shelters, for pretraining and tests.
+
+Every image is rendered physically from a height map (metres) and an albedo map (linear RGB):
+one sun (random azimuth and elevation) gives Lambertian slope shading and cast shadows, a
+bluish sky gives ambient light, then haze, optical blur, gain, gamma and noise (see
+``synth_render``). Backgrounds (``synth_terrain``): grass, bare soil, rocky ground, field
+patchworks, forest with individual crowns, curved roads and dirt tracks, seasons. Objects
+(``synth_objects``) are drawn at their real size in metres at any orientation.
+
+Box convention: a label is the axis-aligned bounding box, in pixel-edge coordinates
+(x right, y down; a box over pixel columns 10..19 has x1=10, x2=20), of the *visible footprint*
+of a target: its raised part seen from above (bunker: earth mound incl. slopes, headwall, door;
+revetment: the berm; shelter: the roof), minus pixels hidden under tree crowns. Aprons, roads,
+vehicles outside, and cast shadows are not part of it. Negatives (houses, barns, greenhouses,
+ponds, tanks, ring berms, dykes, spoil heaps, hay bales) are never labelled.
+
+Commands::
+
+    python -m detector.datasets.synth OUT_DIR --n-train 300 --workers 2 --preview
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from . import synth_objects as so
+from . import synth_render as sr
+from . import synth_terrain as st
+
+CLASSES = ("bunker", "revetment", "shelter")
+CRS = "EPSG:32637"  # UTM zone 37N
+SPLITS = ("train", "val", "test")
+GSD_RANGE = (0.2, 2.0)
+_SCENE_KEY = 7  # seed-sequence key of the large scene (splits use 0, 1, 2)
+
+assert so.TARGETS == CLASSES
+
+
+@dataclass
+class Rendered:
+    """One rendered image.
+
+    image: ``(H, W, 3)`` uint8 RGB. boxes: ``(N, 4)`` float32 x1, y1, x2, y2 pixels.
+    labels: ``(N,)`` int64 into ``CLASSES``. targets, negatives: the planned objects.
+    conditions: sun and sensor parameters.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    targets: list
+    negatives: list
+    conditions: sr.Conditions
+
+
+def _check_gsd(gsd: float) -> None:
+    if not GSD_RANGE[0] <= gsd <= GSD_RANGE[1]:
+        raise ValueError(f"gsd must be in {GSD_RANGE} metres per pixel, got {gsd}")
+
+
+def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negatives: bool = True,
+                 contain: bool = True) -> Rendered:
+    """Render one ``height x width`` image from ``seed`` (deterministic).
+
+    Independent random streams drive background, targets, negatives, light and textures, so the
+    targets (and their boxes) of a seed are the same with ``negatives`` True or False.
+    ``contain``: every target footprint lies inside the image (tiles); the large scene uses
+    the same rule, objects fall anywhere else (across any 512-px window boundary).
+    """
+    _check_gsd(gsd)
+    if height < 32 or width < 32:
+        raise ValueError(f"image size must be at least 32 x 32 pixels, got {height} x {width}")
+    shape = (int(height), int(width))
+    ss = np.random.SeedSequence(int(seed))
+    bg_rng, tg_rng, ng_rng, ph_rng, tx_rng = (np.random.default_rng(s) for s in ss.spawn(5))
+    cond = sr.draw_conditions(ph_rng)
+
+    bgd = st.make_background(bg_rng, shape, gsd)
+    occ = so.Occupancy(shape, gsd)
+    for tr in bgd.tracks:
+        occ.add_track(tr)
+    targets, tracks, occluders = so.plan_targets(tg_rng, occ, bgd.palette, gsd, contain)
+    negs = so.plan_negatives(ng_rng, occ, bgd.palette, gsd, bgd.tracks) if negatives else []
+
+    albedo = bgd.albedo
+    st.draw_tracks(albedo, tracks, gsd, tx_rng)
+    obj_h = np.zeros(shape, np.float32)
+    footprints = []
+    for o in targets + negs:
+        drawn = so.draw(o, gsd, shape)
+        if drawn is None:
+            continue
+        y0, x0, pt = drawn
+        sl = (slice(y0, y0 + pt.height.shape[0]), slice(x0, x0 + pt.height.shape[1]))
+        obj_h[sl] = np.maximum(obj_h[sl], pt.height)
+        albedo[sl] = albedo[sl] * (1 - pt.alpha[..., None]) + pt.colour
+        if o.label >= 0:
+            footprints.append((o.label, sl, pt.footprint))
+
+    trees = bgd.trees
+    keep = occ.clear[np.clip(trees["y"].astype(int), 0, shape[0] - 1),
+                     np.clip(trees["x"].astype(int), 0, shape[1] - 1)] == 0
+    trees = st.concat_trees({k: v[keep] for k, v in trees.items()}, occluders)
+    tree_h, tree_a, tree_col = st.crowns(shape, gsd, trees, tx_rng)
+    albedo = albedo * (1 - tree_a[..., None]) + tree_col * tree_a[..., None]
+    height_map = bgd.height + np.maximum(obj_h, tree_h)
+
+    image = sr.render(height_map, albedo, gsd, cond, tx_rng)
+    boxes, labels = _boxes(footprints, tree_a)
+    return Rendered(image, boxes, labels, targets, negs, cond)
+
+
+def _boxes(footprints: list, tree_alpha: np.ndarray):
+    """Boxes ``(N, 4)`` float32 and labels ``(N,)`` int64 of the visible footprints."""
+    boxes, labels = [], []
+    for label, sl, fp in footprints:
+        vis = fp & (tree_alpha[sl] < 0.5)
+        if not vis.any():
+            continue
+        rows = np.nonzero(vis.any(1))[0]
+        cols = np.nonzero(vis.any(0))[0]
+        y0, x0 = sl[0].start, sl[1].start
+        boxes.append([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1])
+        labels.append(label)
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64))
+
+
+def render_tile(seed: int, *, size: int = 512, gsd: float = 0.5,
+                negatives: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render one square tile: ``(image, boxes, labels)``.
+
+    image: ``(size, size, 3)`` uint8 RGB. boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels
+    (x right, y down, pixel edges: a box over pixel columns 10..19 has x1=10, x2=20), each fully
+    inside the tile. labels: ``(N,)`` int64 indices into ``CLASSES``. Deterministic in ``seed``.
+    """
+    r = render_image(seed, size, size, gsd=gsd, negatives=negatives, contain=True)
+    return r.image, r.boxes, r.labels
+
+
+def tile_seed(seed: int, split: str, index: int) -> int:
+    """Seed of tile ``index`` of ``split`` ("train", "val", "test"): a fixed function."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    state = np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)]).generate_state(2)
+    return int(state[0]) << 32 | int(state[1])
+
+
+def scene_seed(seed: int) -> int:
+    """Seed of the large scene of a dataset made with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), _SCENE_KEY]).generate_state(1)[0])
+
+
+def tile_transform(split: str, index: int, tile_size: int, gsd: float):
+    """Affine transform of a tile: tiles lie on a grid, 100 m apart, distinct per split/index."""
+    from affine import Affine
+
+    step = tile_size * gsd + 100.0
+    row = SPLITS.index(split) * 1000 + index // 100
+    return Affine(gsd, 0.0, 300000.0 + (index % 100) * step, 0.0, -gsd, 4300000.0 - row * step)
+
+
+def scene_transform(gsd: float):
+    from affine import Affine
+
+    return Affine(gsd, 0.0, 620000.0, 0.0, -gsd, 4250000.0)
+
+
+def write_geotiff(path, image: np.ndarray, transform, *, block: int = 512) -> None:
+    """Write ``image`` ``(H, W, 3)`` uint8 as an RGB, deflate, tiled GeoTIFF in ``CRS``."""
+    import rasterio
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs=CRS,
+                   transform=transform, photometric="RGB", compress="deflate", predictor=2)
+    if h % 16 == 0 and w % 16 == 0:
+        profile.update(tiled=True, blockxsize=min(block, w), blockysize=min(block, h))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.moveaxis(image, 2, 0))
+
+
+def _tile_job(job: tuple):
+    split, index, seed, tile_size, gsd, negatives, out_dir = job
+    img, boxes, labels = render_tile(tile_seed(seed, split, index), size=tile_size, gsd=gsd,
+                                     negatives=negatives)
+    name = f"{split}/{index:06d}.tif"
+    write_geotiff(Path(out_dir) / name, img, tile_transform(split, index, tile_size, gsd))
+    return split, index, name, boxes.tolist(), labels.tolist()
+
+
+def _scene_job(job: tuple):
+    seed, scene_size, gsd, negatives, out_dir = job
+    r = render_image(scene_seed(seed), scene_size, scene_size, gsd=gsd, negatives=negatives, contain=True)
+    transform = scene_transform(gsd)
+    write_geotiff(Path(out_dir) / "scene.tif", r.image, transform)
+    write_scene_geojson(Path(out_dir) / "scene.geojson", r.boxes, r.labels, transform)
+    return "scene", 0, "scene.tif", r.boxes.tolist(), r.labels.tolist()
+
+
+def _job(job: tuple):
+    return _scene_job(job[1:]) if job[0] == "scene" else _tile_job(job[1:])
+
+
+def write_scene_geojson(path, boxes: np.ndarray, labels: np.ndarray, transform) -> None:
+    """RFC 7946 FeatureCollection (EPSG:4326 lon/lat): one box Polygon per object.
+
+    Each box ``x1, y1, x2, y2`` (pixels) becomes the ring NW, SW, SE, NE, NW (counter-clockwise
+    on the map) through ``transform`` into ``CRS``, then reprojected to lon/lat.
+    """
+    from rasterio.warp import transform as warp
+
+    feats = []
+    for i, (b, lab) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), labels)):
+        x1, y1, x2, y2 = (float(c) for c in b)
+        px = [(x1, y1), (x1, y2), (x2, y2), (x2, y1), (x1, y1)]
+        mx, my = zip(*[transform @ p for p in px])
+        lon, lat = warp(CRS, "EPSG:4326", list(mx), list(my))
+        feats.append({"type": "Feature", "id": i,
+                      "geometry": {"type": "Polygon",
+                                   "coordinates": [[[lo, la] for lo, la in zip(lon, lat)]]},
+                      "properties": {"class": CLASSES[int(lab)],
+                                     "pixel_box": [x1, y1, x2, y2]}})
+    with open(path, "w") as f:
+        json.dump({"type": "FeatureCollection", "features": feats}, f)
+
+
+def _coco(split: str, records: list, tile_size: int) -> dict:
+    images, anns = [], []
+    for image_id, (name, boxes, labels) in enumerate(records, start=1):
+        images.append({"id": image_id, "file_name": name, "width": tile_size, "height": tile_size})
+        for (x1, y1, x2, y2), lab in zip(boxes, labels):
+            w, h = x2 - x1, y2 - y1
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(lab) + 1,
+                         "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
+    cats = [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]
+    return {"info": {"description": f"Revet synthetic {split} split"}, "images": images,
+            "annotations": anns, "categories": cats}
+
+
+def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: int = 100,
+                     tile_size: int = 512, scene_size: int = 2048, gsd: float = 0.5,
+                     seed: int = 0, workers: int = 1, negatives: bool = True,
+                     preview: bool = False) -> dict:
+    """Write tiles (GeoTIFF + COCO JSON per split), one large scene (GeoTIFF + GeoJSON).
+
+    Layout: ``out_dir/{train,val,test}/NNNNNN.tif`` and ``out_dir/{split}.json`` (file names
+    relative to ``out_dir``), ``out_dir/scene.tif`` + ``scene.geojson`` (skipped when
+    ``scene_size`` is 0), ``out_dir/preview/*.png`` when ``preview``. Tile ``i`` of a split is
+    ``render_tile(tile_seed(seed, split, i))``; files are byte-identical whatever ``workers``.
+    Returns a summary: counts per split and class, paths.
+    """
+    _check_gsd(gsd)
+    out = Path(out_dir)
+    counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
+    for split, n in counts.items():
+        if n < 0:
+            raise ValueError(f"n_{split} must be >= 0, got {n}")
+        (out / split).mkdir(parents=True, exist_ok=True)
+    jobs = []
+    if scene_size:
+        jobs.append(("scene", seed, scene_size, gsd, negatives, str(out)))
+    jobs += [("tile", split, i, seed, tile_size, gsd, negatives, str(out))
+             for split, n in counts.items() for i in range(n)]
+    if workers > 1:
+        with Pool(workers) as pool:
+            results = list(pool.imap(_job, jobs, chunksize=4))
+    else:
+        results = [_job(j) for j in jobs]
+
+    records = {s: [] for s in SPLITS}
+    summary = {"out_dir": str(out), "gsd": gsd, "tile_size": tile_size, "seed": seed,
+               "classes": list(CLASSES), "splits": {}}
+    for split, _i, name, boxes, labels in results:
+        if split == "scene":
+            summary["scene"] = {"tif": str(out / "scene.tif"),
+                                "geojson": str(out / "scene.geojson"),
+                                "objects": _class_counts(labels)}
+        else:
+            records[split].append((name, boxes, labels))
+    for split in SPLITS:
+        path = out / f"{split}.json"
+        with open(path, "w") as f:
+            json.dump(_coco(split, records[split], tile_size), f)
+        summary["splits"][split] = {
+            "json": str(path), "images": len(records[split]),
+            "empty": sum(1 for r in records[split] if not r[2]),
+            "objects": _class_counts([lab for r in records[split] for lab in r[2]])}
+    if preview:
+        summary["preview"] = write_previews(out, records)
+    return summary
+
+
+def _class_counts(labels) -> dict:
+    return {c: int(sum(1 for lab in labels if lab == i)) for i, c in enumerate(CLASSES)}
+
+
+_BOX_COLOURS = {"bunker": (255, 60, 60), "revetment": (255, 220, 0), "shelter": (0, 200, 255)}
+
+
+def draw_boxes(image: np.ndarray, boxes, labels, scale: float = 1.0):
+    """A Pillow image of ``image`` (resized by ``scale``) with labelled boxes drawn."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(image)
+    if scale != 1.0:
+        im = im.resize((int(im.width * scale), int(im.height * scale)), Image.BILINEAR)
+    d = ImageDraw.Draw(im)
+    for (x1, y1, x2, y2), lab in zip(boxes, labels):
+        name = CLASSES[int(lab)]
+        c = _BOX_COLOURS[name]
+        d.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1], outline=c, width=2)
+        d.text((x1 * scale + 2, max(y1 * scale - 11, 0)), name, fill=c)
+    return im
+
+
+def write_previews(out: Path, records: dict, n: int = 6) -> list:
+    """PNG previews of the first ``n`` train tiles and of the scene (halved), boxes drawn."""
+    import rasterio
+
+    pdir = out / "preview"
+    pdir.mkdir(exist_ok=True)
+    paths = []
+    items = [(out / name, boxes, labels, 1.0, f"{Path(name).parent}_{Path(name).stem}.png")
+             for name, boxes, labels in records["train"][:n]]
+    if (out / "scene.geojson").exists():
+        feats = json.load(open(out / "scene.geojson"))["features"]
+        items.append((out / "scene.tif", [f["properties"]["pixel_box"] for f in feats],
+                      [CLASSES.index(f["properties"]["class"]) for f in feats], 0.5, "scene.png"))
+    for path, boxes, labels, scale, png in items:
+        with rasterio.open(path) as src:
+            img = np.moveaxis(src.read(), 0, 2)
+        draw_boxes(img, boxes, labels, scale).save(pdir / png)
+        paths.append(str(pdir / png))
+    return paths
+
+
+def main(argv=None) -> dict:
+    """Command line: parse arguments, call :func:`generate_dataset`, print the summary."""
+    ap = argparse.ArgumentParser(description="Write a synthetic Revet dataset (tiles + scene).")
+    ap.add_argument("out_dir")
+    ap.add_argument("--n-train", type=int, default=300)
+    ap.add_argument("--n-val", type=int, default=60)
+    ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--tile-size", type=int, default=512)
+    ap.add_argument("--scene-size", type=int, default=2048)
+    ap.add_argument("--gsd", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    ap.add_argument("--no-negatives", action="store_true")
+    ap.add_argument("--preview", action="store_true")
+    a = ap.parse_args(argv)
+    summary = generate_dataset(a.out_dir, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
+                               tile_size=a.tile_size, scene_size=a.scene_size, gsd=a.gsd,
+                               seed=a.seed, workers=a.workers, negatives=not a.no_negatives,
+                               preview=a.preview)
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
