@@ -18,12 +18,27 @@ from detector.spec import ModelSpec
 
 
 class DetectionDataset(Dataset):
+    """Samples of a :class:`LabelSet` for training or validation.
+
+    Args:
+        transform: albumentations pipeline applied after cropping (``image``, ``bboxes``,
+            ``labels``), e.g. :func:`detector.datasets.augment.train_transform`.
+        crop: train on random ``crop`` x ``crop`` windows (images smaller are padded). With
+            probability ``object_bias`` the window is placed to contain a randomly chosen
+            object whole, so sparse targets are seen more often than empty ground. A box cut
+            by the window is kept, clipped, when at least ``min_visibility`` of its area remains.
+        cache: keep decoded images in memory (uint8/uint16 as read) after first use.
+    """
+
     def __init__(self, labels: LabelSet, spec: ModelSpec, *, transform=None, label_offset: int = 0,
-                 seed: int = 0) -> None:
+                 crop: int | None = None, object_bias: float = 0.8, min_visibility: float = 0.4,
+                 cache: bool = False) -> None:
         if list(labels.classes) != list(spec.classes):
             raise ValueError(f"{labels.source}: classes {labels.classes} are not the spec's {list(spec.classes)}; remap first")
         self.labels, self.spec, self.transform = labels, spec, transform
-        self.label_offset, self.seed = label_offset, seed
+        self.label_offset = label_offset
+        self.crop, self.object_bias, self.min_visibility = crop, object_bias, min_visibility
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.labels.images)
@@ -31,13 +46,48 @@ class DetectionDataset(Dataset):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> unit image (H, W, C) float32, boxes (N, 4), labels (N,) (no offset, no augmentation)."""
         rec = self.labels.images[i]
-        image, valid, _ = raster.read_image(rec.path, self.spec.bands)
+        if self._cache is not None and i in self._cache:
+            image, valid = self._cache[i]
+        else:
+            image, valid, _ = raster.read_image(rec.path, self.spec.bands)
+            if self._cache is not None:
+                self._cache[i] = (image, valid)
         unit = raster.scale_to_unit(image, self.spec.offset, self.spec.scale)
         unit[~valid] = 0.0
         return unit, rec.boxes, rec.labels
 
+    def random_crop(self, unit: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+        """Cut a ``crop``-sized window (see class doc). Returns (image, boxes, labels)."""
+        c = self.crop
+        h, w = unit.shape[:2]
+        if h < c or w < c:
+            pad = np.zeros((max(h, c), max(w, c), unit.shape[2]), unit.dtype)
+            pad[:h, :w] = unit
+            unit, h, w = pad, max(h, c), max(w, c)
+        if len(boxes) and rng.random() < self.object_bias:
+            x1, y1, x2, y2 = boxes[rng.integers(len(boxes))]
+            # window origin range that keeps the chosen box whole (when it fits)
+            lo_x, hi_x = max(0, int(np.ceil(x2)) - c), min(w - c, int(x1))
+            lo_y, hi_y = max(0, int(np.ceil(y2)) - c), min(h - c, int(y1))
+            x0 = int(rng.integers(lo_x, hi_x + 1)) if hi_x >= lo_x else int(rng.integers(0, w - c + 1))
+            y0 = int(rng.integers(lo_y, hi_y + 1)) if hi_y >= lo_y else int(rng.integers(0, h - c + 1))
+        else:
+            x0, y0 = int(rng.integers(0, w - c + 1)), int(rng.integers(0, h - c + 1))
+        out = unit[y0:y0 + c, x0:x0 + c]
+        if len(boxes) == 0:
+            return out, boxes, labels
+        shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
+        clipped = np.clip(shifted, 0, c)
+        area = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
+        inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+        keep = inside >= self.min_visibility * np.maximum(area, 1e-6)
+        return out, clipped[keep], labels[keep]
+
     def __getitem__(self, i: int):
         unit, boxes, labels = self.load(i)
+        if self.crop:
+            unit, boxes, labels = self.random_crop(unit, boxes, labels, np.random.default_rng(
+                np.random.randint(0, 2**31 - 1)))
         if self.transform is not None:
             h, w = unit.shape[:2]
             boxes = np.clip(boxes, 0, [w, h, w, h])

@@ -50,23 +50,8 @@ def _export(a) -> int:
     return 0
 
 
-def _predict(a) -> int:
-    from detector.predict import predict_files
-
-    summary = predict_files(a.model, a.inputs, a.out, min_score=a.min_score, device=a.device,
-                            batch_size=a.batch_size, overlap=a.overlap)
-    print(json.dumps(summary, indent=2))
-    return 0 if not summary["failed"] else 2
 
 
-def _evaluate(a) -> int:
-    from detector.evaluate import evaluate_model, format_metrics
-
-    m = evaluate_model(a.model, a.data, out=a.out, device=a.device)
-    print(format_metrics(m))
-    if a.out:
-        print(f"metrics written to {a.out}")
-    return 0
 
 
 def _demo(a) -> int:
@@ -118,22 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--verify", help="COCO JSON of tiles for the parity check (default: the run's val set)")
     e.set_defaults(func=_export)
 
-    r = sub.add_parser("predict", help="score tiles or GeoTIFF scenes with an ONNX model (no torch needed)")
-    r.add_argument("model")
-    r.add_argument("inputs", nargs="+")
-    r.add_argument("--out", required=True, help="output GeoJSON")
-    r.add_argument("--min-score", type=float)
-    r.add_argument("--overlap", type=int)
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
-    r.set_defaults(func=_predict)
 
-    v = sub.add_parser("evaluate", help="COCO metrics of a .ckpt or .onnx model on a COCO dataset")
-    v.add_argument("model")
-    v.add_argument("--data", required=True)
-    v.add_argument("--out", help="metrics JSON")
-    v.add_argument("--device", default="auto")
-    v.set_defaults(func=_evaluate)
 
     d = sub.add_parser("demo", help="the whole path on synthetic data: synth, train, export, predict, evaluate")
     d.add_argument("--out", default="revet-demo")
@@ -142,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=None)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)
+
+    from detector.datasets.data_cli import add_data_commands
+    from detector.evaluate_cli import add_evaluate_command
+    from detector.predict_cli import add_predict_command
+
+    add_predict_command(sub)
+    add_evaluate_command(sub)
+    add_data_commands(sub)
     return p
 
 
@@ -154,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").propagate = False
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -1,69 +1,306 @@
-"""Tile-level evaluation of a model (``.onnx`` or ``.ckpt``) on a COCO dataset.
+"""Evaluation of a model (``.onnx`` or ``.ckpt``): tile level on a COCO dataset, scene level on a
+raster with vector labels (:mod:`detector.scene_eval`), one model or two side by side.
 
 Every image goes through the same :class:`detector.runner.Detector` path as prediction, so
 the numbers describe what ``revet predict`` delivers. Dataset categories are matched to the
-model's classes by name.
+model's classes by name. Detections are kept down to ``EVAL_MIN_SCORE`` so the PR curves and
+AP are complete; precision, recall and the confusion matrix are read at the operating
+threshold (the model spec's ``score_threshold`` unless one is given). See
+:func:`detector.metrics.evaluate_full` for every number and ``docs/evaluate.md`` for the rules.
+
+    m = evaluate_model("model.onnx", "test.json", report="report/")   # tile level
+    r = run_evaluation(["a.onnx", "b.onnx"], data="test.json")       # two models compared
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from detector import raster
 from detector.datasets.coco import read_coco
-from detector.metrics import ImageEval, evaluate_detections
+from detector.metrics import ImageEval, evaluate_full
 from detector.outputs import atomic_write_text
 from detector.runner import Detector
+from detector.spec import ModelSpec
 
 EVAL_MIN_SCORE = 0.001  # COCO practice: keep low-score detections so the PR curve is complete
 
 
-def evaluate_model(model: str | os.PathLike | Detector, data: str | os.PathLike, *,
-                   out: str | os.PathLike | None = None, device: str = "auto",
-                   batch_size: int = 8) -> dict:
-    """Score every image of the COCO file ``data`` and compute COCO metrics.
+@dataclass
+class Source:
+    """Where an evaluated image's pixels come from, for crops and map coordinates.
 
-    Returns the metrics dict (see :func:`detector.metrics.evaluate_detections`) with
-    ``model`` and ``data`` added; also written to ``out`` as JSON when given.
+    ``transform`` maps pixel (col, row) to map coordinates in ``crs`` (None for plain images).
     """
-    det = model if isinstance(model, Detector) else Detector.load(model, device=device)
+
+    path: Path
+    crs: object = None
+    transform: object = None
+
+
+@dataclass
+class EvalRun:
+    """One evaluation: the metrics and the per-image data behind them (what the report draws).
+
+    ``images[i]`` holds ground truth and every detection (score >= ``EVAL_MIN_SCORE``) of
+    ``sources[i]`` in that image's pixels. ``mode`` is ``"tiles"`` or ``"scene"``;
+    ``max_dets`` the per-image, per-class cap on evaluated detections (None: no cap).
+    """
+
+    metrics: dict
+    images: list[ImageEval]
+    sources: list[Source]
+    spec: ModelSpec
+    mode: str = "tiles"
+    max_dets: int | None = 100
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec.classes)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metrics["threshold"])
+
+
+def load_detector(model: str | os.PathLike | Detector, device: str = "auto") -> Detector:
+    return model if isinstance(model, Detector) else Detector.load(model, device=device)
+
+
+def operating_threshold(spec: ModelSpec, threshold: float | None, min_score: float = EVAL_MIN_SCORE) -> float:
+    """The spec's score threshold, or ``threshold`` (checked to lie in [min_score, 1])."""
+    t = spec.score_threshold if threshold is None else float(threshold)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"threshold: expected a score between 0 and 1, got {t}")
+    if t < min_score:
+        raise ValueError(f"threshold {t} is below min_score {min_score}: detections under min_score "
+                         f"are not kept; lower min_score or raise the threshold")
+    return t
+
+
+def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike, *,
+                   threshold: float | None = None, device: str = "auto", batch_size: int = 8,
+                   min_score: float = EVAL_MIN_SCORE) -> EvalRun:
+    """Score every image of the COCO file ``data`` and compute the metrics (max 100
+    detections per image and class, as COCO; detections below ``min_score`` dropped)."""
+    det = load_detector(model, device)
+    thr = operating_threshold(det.spec, threshold, min_score)
     labels = read_coco(data).remap(det.spec.classes)
-    evals: list[ImageEval] = []
+    evals: list[ImageEval | None] = [None] * len(labels.images)
+    sources: list[Source] = []
     t = det.spec.tile_size
-    pending: list[tuple[np.ndarray, object]] = []
+    pending: list[tuple[int, np.ndarray]] = []
 
-    def flush():
-        if not pending:
-            return
-        res = det.predict_tiles([p[0] for p in pending], min_score=EVAL_MIN_SCORE, batch_size=batch_size)
-        for (img, rec), r in zip(pending, res):
-            evals.append(ImageEval(rec.boxes, rec.labels, r.boxes, r.scores, r.labels))
-        pending.clear()
+    def flush() -> None:
+        if pending:
+            res = det.predict_tiles([p[1] for p in pending], min_score=min_score, batch_size=batch_size)
+            for (i, _), r in zip(pending, res):
+                rec = labels.images[i]
+                evals[i] = ImageEval(rec.boxes, rec.labels, r.boxes, r.scores, r.labels)
+            pending.clear()
 
-    for rec in labels.images:
-        image, valid, _ = raster.read_image(rec.path, det.spec.bands)
-        if image.shape[:2] == (t, t):
-            pending.append((image, rec))
-            if len(pending) == batch_size:
-                flush()
-        else:
+    for i, rec in enumerate(labels.images):
+        image, _valid, info = raster.read_image(rec.path, det.spec.bands)
+        sources.append(Source(Path(rec.path), info.crs, info.transform if info.crs is not None else None))
+        pending.append((i, image))
+        # Tile-sized images are batched; others are scored alone as small scenes.
+        if image.shape[:2] != (t, t) or len(pending) == batch_size:
             flush()
-            r = det.predict_tiles([image], min_score=EVAL_MIN_SCORE)[0]
-            evals.append(ImageEval(rec.boxes, rec.labels, r.boxes, r.scores, r.labels))
     flush()
-    metrics = evaluate_detections(evals, det.spec.classes)
-    metrics["model"] = str(model) if not isinstance(model, Detector) else "<in-memory>"
+    metrics = evaluate_full(evals, det.spec.classes, threshold=thr)
+    metrics["mode"] = "tiles"
+    metrics["min_score"] = float(min_score)
+    metrics["model"] = _name(model)
     metrics["data"] = str(data)
+    return EvalRun(metrics, evals, sources, det.spec, "tiles", 100)
+
+
+def evaluate_model(model: str | os.PathLike | Detector, data: str | os.PathLike, *,
+                   out: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 8,
+                   threshold: float | None = None, report: str | os.PathLike | None = None,
+                   min_score: float = EVAL_MIN_SCORE) -> dict:
+    """Tile-level metrics of ``model`` on the COCO file ``data``.
+
+    Returns the metrics dict of :func:`detector.metrics.evaluate_full` with ``mode``, ``model``
+    and ``data`` added; written to ``out`` as JSON and an HTML report to ``report`` when given.
+    """
+    run = evaluate_tiles(model, data, threshold=threshold, device=device, batch_size=batch_size,
+                         min_score=min_score)
+    return _finish(run, out, report)
+
+
+def _finish(run: EvalRun, out, report) -> dict:
+    if report is not None:
+        from detector.report import write_report
+
+        run.metrics["report"] = str(write_report(run, report))
     if out is not None:
-        atomic_write_text(Path(out), json.dumps(metrics, indent=2))
-    return metrics
+        write_json(out, run.metrics)
+    return run.metrics
+
+
+def _name(model) -> str:
+    return "<in-memory>" if isinstance(model, Detector) else str(model)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """JSON with NaN written as null (strict JSON; NaN means 'undefined', e.g. AP of a class
+    without ground truth)."""
+    atomic_write_text(Path(path), json.dumps(_jsonable(obj), indent=2))
+    return Path(path)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return None if not math.isfinite(float(o)) else float(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return o
+
+
+# -- comparing two runs ----------------------------------------------------------------------
+
+_TOP = [("mAP50", ("mAP50",)), ("mAP50_95", ("mAP50_95",)),
+        ("precision", ("operating", "precision")), ("recall", ("operating", "recall")),
+        ("f1", ("operating", "f1")), ("fp", ("operating", "fp")), ("fn", ("operating", "fn")),
+        ("best_f1", ("sweep", "best", "f1")), ("best_f1_threshold", ("sweep", "best", "threshold")),
+        ("fp_per_km2", ("scene", "fp_per_km2")),
+        ("recall_crossing", ("scene", "boundary", "crossing", "recall")),
+        ("recall_inside", ("scene", "boundary", "inside", "recall"))]
+_PER_CLASS = ("AP50", "AP", "precision", "recall", "fp_per_km2")
+
+
+def _get(d, path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def compare_metrics(a: dict, b: dict) -> dict:
+    """Side-by-side numbers of two metric dicts: ``{name: {"a", "b", "diff" (b - a)}}`` for
+    the headline numbers and ``per_class.<class>.<metric>``, where both runs have them."""
+    rows = {}
+    names = [(n, p) for n, p in _TOP]
+    for c in a.get("per_class", {}):
+        if c in b.get("per_class", {}):
+            names += [(f"per_class.{c}.{k}", ("per_class", c, k)) for k in _PER_CLASS]
+    for name, path in names:
+        va, vb = _get(a, path), _get(b, path)
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
+            rows[name] = {"a": va, "b": vb, "diff": vb - va}
+    return rows
+
+
+def run_evaluation(models: list, *, data=None, scene=None, labels=None, class_field: str = "class",
+                   layer=None, threshold: float | None = None, out=None, report=None,
+                   device: str = "auto", batch_size: int = 8, min_score: float = EVAL_MIN_SCORE) -> dict:
+    """What ``revet evaluate`` does: evaluate one or two models on the COCO file ``data``
+    (tile level) or on raster ``scene`` with vector ``labels`` (scene level).
+
+    One model: returns its metrics dict. Two: ``{"models": [metrics_a, metrics_b],
+    "comparison": compare_metrics(a, b)}``; with ``report``, each model's report goes to
+    ``report/a`` and ``report/b`` and ``report/index.html`` holds the comparison.
+    """
+    models = list(models)
+    if not 1 <= len(models) <= 2:
+        raise ValueError(f"evaluate: expected one model, or two to compare, got {len(models)}")
+    if (data is None) == (scene is None):
+        raise ValueError("evaluate: give either --data TEST.json (tiles) or --scene SCENE.tif "
+                         "--labels LABELS (a scene), not both or neither")
+    if scene is not None and labels is None:
+        raise ValueError(f"{scene}: scene evaluation needs --labels (GeoJSON, GeoPackage or shapefile)")
+    if data is not None and labels is not None:
+        raise ValueError(f"--labels {labels} goes with --scene; with --data the labels are the COCO file")
+
+    def one(model):
+        if data is not None:
+            return evaluate_tiles(model, data, threshold=threshold, device=device, batch_size=batch_size,
+                                  min_score=min_score)
+        from detector.scene_eval import evaluate_scene_run
+
+        return evaluate_scene_run(model, scene, labels, class_field=class_field, layer=layer,
+                                  threshold=threshold, device=device, batch_size=batch_size,
+                                  min_score=min_score)
+
+    if len(models) == 1:
+        return _finish(one(models[0]), out, report)
+    runs = [one(m) for m in models]
+    result = {"models": [r.metrics for r in runs], "comparison": compare_metrics(runs[0].metrics, runs[1].metrics)}
+    if report is not None:
+        from detector.report import write_comparison_report
+
+        result["report"] = str(write_comparison_report(runs, result["comparison"], report))
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+# -- text ------------------------------------------------------------------------------------
+
+def _f(v, fmt=".4f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "   n/a"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):  # counts stay counts
+        return format(int(v), "+d" if fmt.startswith("+") else "d")
+    return format(v, fmt)
 
 
 def format_metrics(m: dict) -> str:
-    lines = [f"mAP@0.5      {m['mAP50']:.4f}", f"mAP@0.5:0.95 {m['mAP50_95']:.4f}"]
+    """A few lines for the terminal."""
+    lines = [f"mAP@0.5      {_f(m['mAP50'])}", f"mAP@0.5:0.95 {_f(m['mAP50_95'])}"]
+    if "operating" in m:
+        o, b = m["operating"], m["sweep"]["best"]
+        lines.append(f"at score >= {m['threshold']:.3f}: precision {_f(o['precision'])}  recall "
+                     f"{_f(o['recall'])}  F1 {_f(o['f1'])}  (TP {o['tp']}, FP {o['fp']}, FN {o['fn']})")
+        lines.append(f"best F1 {_f(b['f1'])} at score >= {_f(b['threshold'])} (precision "
+                     f"{_f(b['precision'])}, recall {_f(b['recall'])})")
+    sc = m.get("scene")
+    if sc:
+        lines.append(f"scene {sc['valid_km2']:.3f} km2 with data; false positives {_f(sc['fp_per_km2'], '.2f')}"
+                     f" per km2; {sc['windows']['count']} windows of {sc['windows']['tile']} px, overlap "
+                     f"{sc['windows']['overlap']}")
+        bd = sc["boundary"]
+        lines.append(f"recall of labels crossing window boundaries {_f(bd['crossing']['recall'])} "
+                     f"(n={bd['crossing']['num_gt']}), inside one window {_f(bd['inside']['recall'])} "
+                     f"(n={bd['inside']['num_gt']})")
+    head = f"  {'class':<12} {'AP@0.5':>7} {'AP':>7}"
+    has_op = any("precision" in c for c in m["per_class"].values())
+    if has_op:
+        head += f" {'prec':>7} {'recall':>7} {'TP':>5} {'FP':>5} {'FN':>5}"
+    if sc:
+        head += f" {'FP/km2':>7}"
+    lines.append(head + f" {'n':>5}")
     for name, c in m["per_class"].items():
-        lines.append(f"  {name:<12} AP@0.5 {c['AP50']:.4f}  recall@0.5 {c['recall50']:.4f}  (n={c['num_gt']})")
+        row = f"  {name:<12} {_f(c['AP50']):>7} {_f(c['AP']):>7}"
+        if has_op:
+            row += (f" {_f(c['precision']):>7} {_f(c['recall']):>7} {c['tp']:>5} {c['fp']:>5} {c['fn']:>5}")
+        if sc:
+            row += f" {_f(c.get('fp_per_km2'), '.2f'):>7}"
+        lines.append(row + f" {c['num_gt']:>5}")
+    if m.get("report"):
+        lines.append(f"report: {m['report']}")
+    return "\n".join(lines)
+
+
+def format_comparison(result: dict) -> str:
+    a, b = result["models"]
+    lines = [f"A: {a.get('model')}", f"B: {b.get('model')}", f"{'metric':<32} {'A':>9} {'B':>9} {'B - A':>9}"]
+    for name, r in result["comparison"].items():
+        lines.append(f"{name:<32} {_f(r['a']):>9} {_f(r['b']):>9} {_f(r['diff'], '+.4f'):>9}")
+    if result.get("report"):
+        lines.append(f"report: {result['report']}")
     return "\n".join(lines)

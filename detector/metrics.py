@@ -6,6 +6,17 @@ the unmatched ground truth of highest IoU in the same image; precision is made m
 sampled at 101 recall points. A class with no ground truth is left out of the mean (as COCO
 does). Boxes are ``x1, y1, x2, y2`` pixels. IoU here uses continuous areas (COCO's ``+0``
 convention for bbox), so results match pycocotools to rounding.
+
+Beyond COCO's summary numbers (:func:`evaluate_detections`), :func:`evaluate_full` gives what an
+analyst acts on, all at IoU 0.5 with the same greedy matching:
+
+- the operating point: precision, recall, F1 and TP/FP/FN counts of the detections with
+  ``score >= threshold``. Because matching runs in score order, the detections above any
+  threshold are matched exactly as in the full COCO matching (a prefix of it), so these counts
+  are COCO's ``dtMatches`` counted above the threshold;
+- a threshold sweep (micro-averaged over classes) and the threshold of best F1;
+- the 101-point interpolated PR curve of each class (COCO's ``eval["precision"]``);
+- a confusion matrix with a background row and column (see :func:`confusion_matrix`).
 """
 from __future__ import annotations
 
@@ -17,6 +28,8 @@ from detector.tiling import box_iou
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 RECALL_POINTS = np.linspace(0, 1, 101)
+SWEEP_THRESHOLDS = np.round(np.linspace(0, 1, 101), 2)
+BACKGROUND = "background"
 
 
 @dataclass
@@ -30,31 +43,75 @@ class ImageEval:
     labels: np.ndarray
 
 
-def _match(images: list[ImageEval], cls: int, thr: float, max_dets: int):
-    """-> (scores, is_tp) of all detections of ``cls`` over images, and the number of GT."""
-    all_scores, all_tp, n_gt = [], [], 0
-    for im in images:
-        g = im.gt_boxes[im.gt_labels == cls]
-        m = im.labels == cls
-        d, s = im.boxes[m], im.scores[m]
-        order = np.argsort(-s, kind="mergesort")[:max_dets]
-        d, s = d[order], s[order]
-        n_gt += len(g)
-        tp = np.zeros(len(d), bool)
-        if len(g) and len(d):
-            ious = box_iou(d, g)
-            taken = np.zeros(len(g), bool)
-            for i in range(len(d)):
-                cand = np.where(taken, -1.0, ious[i])
-                j = int(np.argmax(cand))
-                if cand[j] >= thr:
-                    taken[j] = True
-                    tp[i] = True
-        all_scores.append(s)
-        all_tp.append(tp)
-    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    tps = np.concatenate(all_tp) if all_tp else np.zeros(0, bool)
-    return scores, tps, n_gt
+@dataclass
+class ImageMatch:
+    """Same-class matching of one image at one IoU threshold (COCO's greedy rule).
+
+    det_gt: (D,) index of the ground truth each detection matched; -1 unmatched; -2 not
+        evaluated (beyond ``max_dets`` of its class in this image, as COCO drops them).
+    gt_det: (G,) index of the detection that matched each ground truth; -1 none.
+    """
+
+    det_gt: np.ndarray
+    gt_det: np.ndarray
+
+
+def match_image(im: ImageEval, num_classes: int, iou: float = 0.5, max_dets: int | None = 100) -> ImageMatch:
+    """Greedy same-class matching of one image (all scores; ``max_dets`` per class, None = all)."""
+    det_gt = np.full(len(im.scores), -1, np.int64)
+    gt_det = np.full(len(im.gt_labels), -1, np.int64)
+    for c in range(num_classes):
+        gi = np.flatnonzero(np.asarray(im.gt_labels) == c)
+        di = np.flatnonzero(np.asarray(im.labels) == c)
+        order = di[np.argsort(-np.asarray(im.scores)[di], kind="mergesort")]
+        if max_dets is not None:
+            det_gt[order[max_dets:]] = -2
+            order = order[:max_dets]
+        if not (len(gi) and len(order)):
+            continue
+        taken = np.zeros(len(gi), bool)
+        # Only pairs with IoU >= iou can match: find them in chunks (a scene may hold 1e5
+        # detections), then run the greedy loop over detections that have any.
+        for k, js, vs in _candidate_pairs(np.asarray(im.boxes)[order], np.asarray(im.gt_boxes)[gi], iou):
+            free = ~taken[js]
+            if not free.any():
+                continue
+            j = js[free][int(np.argmax(vs[free]))]  # first of the highest IoU, as np.argmax over all
+            taken[j] = True
+            det_gt[order[k]] = gi[j]
+            gt_det[gi[j]] = order[k]
+    return ImageMatch(det_gt, gt_det)
+
+
+def _candidate_pairs(boxes: np.ndarray, gt: np.ndarray, iou: float, chunk: int = 4096):
+    """Yield (detection index, gt indices, IoUs) for detections with some IoU >= ``iou``, in
+    detection order; gt indices ascending."""
+    for start in range(0, len(boxes), chunk):
+        ious = box_iou(boxes[start:start + chunk], gt)
+        rows, cols = np.nonzero(ious >= iou)
+        if not len(rows):
+            continue
+        cuts = np.flatnonzero(np.diff(rows)) + 1
+        for r, c in zip(np.split(rows, cuts), np.split(cols, cuts)):
+            yield start + int(r[0]), c, ious[r[0], c]
+
+
+def match_images(images: list[ImageEval], num_classes: int, iou: float = 0.5,
+                 max_dets: int | None = 100) -> list[ImageMatch]:
+    return [match_image(im, num_classes, iou, max_dets) for im in images]
+
+
+def class_scores(images: list[ImageEval], matches: list[ImageMatch], cls: int):
+    """-> (scores, is_tp, n_gt) of class ``cls`` pooled over images, in image then detection order."""
+    scores, tps, n_gt = [], [], 0
+    for im, m in zip(images, matches):
+        sel = (np.asarray(im.labels) == cls) & (m.det_gt != -2)
+        scores.append(np.asarray(im.scores, np.float64)[sel])
+        tps.append(m.det_gt[sel] >= 0)
+        n_gt += int((np.asarray(im.gt_labels) == cls).sum())
+    if not scores:
+        return np.zeros(0), np.zeros(0, bool), 0
+    return np.concatenate(scores), np.concatenate(tps), n_gt
 
 
 def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -67,29 +124,30 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[fl
     cfp = np.cumsum(~tp)
     recall = ctp / n_gt
     precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-    # Monotone envelope, then sample at the recall points.
+    return (float(interpolated_precision(precision, recall).mean()),
+            float(recall[-1]) if len(recall) else 0.0, precision, recall)
+
+
+def interpolated_precision(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """COCO's (101,) precision at ``RECALL_POINTS``: monotone envelope, 0 past the last recall."""
     env = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
     idx = np.searchsorted(recall, RECALL_POINTS, side="left")
-    sampled = np.array([env[i] if i < len(env) else 0.0 for i in idx])
-    return float(sampled.mean()), float(recall[-1]) if len(recall) else 0.0, precision, recall
+    return np.array([env[i] if i < len(env) else 0.0 for i in idx])
 
 
-def evaluate_detections(images: list[ImageEval], classes, *, max_dets: int = 100) -> dict:
+def evaluate_detections(images: list[ImageEval], classes, *, max_dets: int | None = 100) -> dict:
     """mAP@0.5, mAP@0.5:0.95, per-class AP@0.5 and AP@0.5:0.95, and recall@0.5 per class."""
     per_class = {}
     ap50s, aps = [], []
+    rows = []
+    for thr in IOU_THRESHOLDS:
+        matches = match_images(images, len(classes), float(thr), max_dets)
+        rows.append([average_precision(*class_scores(images, matches, c))[:2] for c in range(len(classes))])
     for c, name in enumerate(classes):
-        row = []
-        rec50 = float("nan")
-        for thr in IOU_THRESHOLDS:
-            s, tp, n = _match(images, c, float(thr), max_dets)
-            ap, rec, _, _ = average_precision(s, tp, n)
-            row.append(ap)
-            if thr == 0.5:
-                rec50 = rec
-        n_gt = int(sum((im.gt_labels == c).sum() for im in images))
+        row = [r[c][0] for r in rows]
+        n_gt = int(sum((np.asarray(im.gt_labels) == c).sum() for im in images))
         per_class[name] = {"AP50": row[0], "AP": float(np.mean(row)) if n_gt else float("nan"),
-                           "recall50": rec50, "num_gt": n_gt}
+                           "recall50": rows[0][c][1], "num_gt": n_gt}
         if n_gt:
             ap50s.append(row[0])
             aps.append(float(np.mean(row)))
@@ -99,3 +157,130 @@ def evaluate_detections(images: list[ImageEval], classes, *, max_dets: int = 100
         "per_class": per_class,
         "num_images": len(images),
     }
+
+
+# -- operating point, sweep, curves, confusion (IoU 0.5) -------------------------------------
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def operating_point(scores: np.ndarray, tp: np.ndarray, n_gt: int, threshold: float) -> dict:
+    """Counts and rates of the detections with ``score >= threshold``.
+
+    precision = TP / (TP + FP) (NaN with no detection), recall = TP / n_gt (NaN with no ground
+    truth), F1 = 2 TP / (2 TP + FP + FN).
+    """
+    sel = scores >= threshold
+    n_tp, n_fp = int(tp[sel].sum()), int((~tp[sel]).sum())
+    n_fn = int(n_gt - n_tp)
+    return {"precision": _ratio(n_tp, n_tp + n_fp), "recall": _ratio(n_tp, n_gt),
+            "f1": _ratio(2 * n_tp, 2 * n_tp + n_fp + n_fn), "tp": n_tp, "fp": n_fp, "fn": n_fn}
+
+
+def threshold_sweep(scores: np.ndarray, tp: np.ndarray, n_gt: int,
+                    thresholds: np.ndarray = SWEEP_THRESHOLDS) -> dict:
+    """Precision, recall and F1 of ``score >= t`` for each t in ``thresholds``, and the best F1
+    over every distinct score (``best``: the threshold is the lowest score kept)."""
+    pts = [operating_point(scores, tp, n_gt, float(t)) for t in thresholds]
+    out = {"thresholds": [float(t) for t in thresholds],
+           "precision": [p["precision"] for p in pts], "recall": [p["recall"] for p in pts],
+           "f1": [p["f1"] for p in pts]}
+    best = {"threshold": float("nan"), "precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+    if len(scores) and n_gt:
+        order = np.argsort(-scores, kind="mergesort")
+        s, t = scores[order], tp[order]
+        ctp, cfp = np.cumsum(t), np.cumsum(~t)
+        last = np.r_[s[1:] != s[:-1], True]  # end of each group of tied scores
+        f1 = np.where(last, 2 * ctp / (ctp + cfp + n_gt), -1.0)
+        k = int(np.argmax(f1))
+        if ctp[k] > 0:  # else nothing is found at any threshold: no best threshold
+            best = {"threshold": float(s[k]), "precision": float(ctp[k] / (k + 1)),
+                    "recall": float(ctp[k] / n_gt), "f1": float(f1[k])}
+    out["best"] = best
+    return out
+
+
+def confusions(im: ImageEval, m: ImageMatch, threshold: float, iou: float = 0.5):
+    """Class confusions of one image at ``score >= threshold``: each detection without a
+    same-class match, highest score first, takes the still unclaimed ground truth *of another
+    class* with the highest IoU >= ``iou``. Returns ``(det_other, gt_other)``: (D,) index of
+    the other-class ground truth each detection took, (G,) index of the detection that took
+    each ground truth; -1 for none."""
+    labels, gl, scores = np.asarray(im.labels), np.asarray(im.gt_labels), np.asarray(im.scores)
+    keep = (scores >= threshold) & (m.det_gt != -2)
+    det_other = np.full(len(labels), -1, np.int64)
+    gt_other = np.full(len(gl), -1, np.int64)
+    found = np.zeros(len(gl), bool)
+    tp = keep & (m.det_gt >= 0)
+    found[m.det_gt[tp]] = True
+    rest = np.flatnonzero(keep & (m.det_gt < 0))
+    rest = rest[np.argsort(-scores[rest], kind="mergesort")]
+    if len(rest) and (~found).any():
+        for k, js, vs in _candidate_pairs(np.asarray(im.boxes)[rest], np.asarray(im.gt_boxes), iou):
+            d = rest[k]
+            free = ~found[js] & (gl[js] != labels[d])
+            if free.any():
+                j = js[free][int(np.argmax(vs[free]))]
+                found[j] = True
+                det_other[d], gt_other[j] = j, d
+    return det_other, gt_other
+
+
+def confusion_matrix(images: list[ImageEval], matches: list[ImageMatch], num_classes: int,
+                     threshold: float, iou: float = 0.5) -> np.ndarray:
+    """(C + 1, C + 1) counts at ``score >= threshold``: rows are the truth, columns the
+    prediction; index C is background.
+
+    Diagonal: same-class matches (the TPs of :func:`operating_point`). Off the diagonal: class
+    confusions (see :func:`confusions`). Detections still unmatched are false alarms (row
+    background); ground truth still unmatched are misses (column background). Row sums are the
+    ground-truth counts, column sums the counts of detections above the threshold.
+    """
+    C = num_classes
+    cm = np.zeros((C + 1, C + 1), np.int64)
+    for im, m in zip(images, matches):
+        labels, gl = np.asarray(im.labels), np.asarray(im.gt_labels)
+        keep = (np.asarray(im.scores) >= threshold) & (m.det_gt != -2)
+        det_other, gt_other = confusions(im, m, threshold, iou)
+        tp = keep & (m.det_gt >= 0)
+        np.add.at(cm, (labels[tp], labels[tp]), 1)
+        conf = det_other >= 0
+        np.add.at(cm, (gl[det_other[conf]], labels[conf]), 1)
+        alarm = keep & (m.det_gt < 0) & ~conf
+        np.add.at(cm, (np.full(int(alarm.sum()), C), labels[alarm]), 1)
+        found = np.zeros(len(gl), bool)
+        found[m.det_gt[tp]] = True
+        missed = ~found & (gt_other < 0)
+        np.add.at(cm, (gl[missed], np.full(int(missed.sum()), C)), 1)
+    return cm
+
+
+def evaluate_full(images: list[ImageEval], classes, *, threshold: float,
+                  max_dets: int | None = 100) -> dict:
+    """:func:`evaluate_detections` plus, at IoU 0.5: ``threshold``, ``operating`` (micro
+    precision/recall/F1/TP/FP/FN over all classes at ``score >= threshold``), per-class
+    ``precision``, ``recall``, ``f1``, ``tp``, ``fp``, ``fn`` added to ``per_class``, ``sweep``
+    (micro, see :func:`threshold_sweep`), ``pr_curves`` ({class: 101 interpolated precisions
+    at ``recall_points``}) and ``confusion`` ({"labels": classes + background, "matrix"})."""
+    classes = list(classes)
+    m = evaluate_detections(images, classes, max_dets=max_dets)
+    matches = match_images(images, len(classes), 0.5, max_dets)
+    pooled_s, pooled_t, pooled_n = [], [], 0
+    curves = {}
+    for c, name in enumerate(classes):
+        s, t, n = class_scores(images, matches, c)
+        pooled_s.append(s)
+        pooled_t.append(t)
+        pooled_n += n
+        m["per_class"][name].update(operating_point(s, t, n, threshold))
+        _, _, prec, rec = average_precision(s, t, n)
+        curves[name] = [float(v) for v in interpolated_precision(prec, rec)] if n else []
+    s, t = np.concatenate(pooled_s), np.concatenate(pooled_t)
+    m["threshold"] = float(threshold)
+    m["operating"] = operating_point(s, t, pooled_n, threshold)
+    m["sweep"] = threshold_sweep(s, t, pooled_n)
+    m["pr_curves"] = {"recall_points": [float(r) for r in RECALL_POINTS], "precision": curves}
+    m["confusion"] = {"labels": classes + [BACKGROUND],
+                      "matrix": confusion_matrix(images, matches, len(classes), threshold).tolist()}
+    return m

@@ -1,44 +1,132 @@
 """Writers for detections. Torch-free; pixel -> map happens here, last, in numpy.
 
-GeoJSON follows RFC 7946: coordinates are EPSG:4326 longitude, latitude. A detection in a
-plain image (no CRS) keeps pixel coordinates and the file says so in a ``crs_note`` member.
-Writes are atomic (temporary file, then rename), so a killed job never leaves half a file.
+Formats (``FORMATS`` maps each to its file suffix):
+
+- ``geojson``: RFC 7946, coordinates EPSG:4326 longitude, latitude. A detection in a plain image
+  (no CRS) keeps pixel coordinates and the file says so in a ``crs_note`` member.
+- ``gpkg``: GeoPackage, one layer ``detections`` of polygons in the scene's CRS, fields
+  ``class, score, source, x1, y1, x2, y2`` (pixel box). Scenes in other CRSs than the first are
+  reprojected into the first one's (corner by corner).
+- ``csv``: one row per detection: source, image_id, class, score, pixel box, map box in the
+  scene CRS (``map_xmin .. map_ymax``, ``crs``), ``lon``/``lat`` of the box centre.
+- ``coco``: COCO results JSON, a list of ``{image_id, category_id, bbox [x, y, w, h], score}``.
+
+Every write is atomic (temporary file in the same folder, then ``os.replace``), so a killed job
+never leaves half a file.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import struct
+import warnings
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
-from rasterio.warp import transform_geom
+from rasterio.warp import transform as warp_transform
 
 from detector.runner import Detections
+
+FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv", "coco": ".coco.json"}
+GPKG_LAYER = "detections"
+CSV_COLUMNS = ["source", "image_id", "class", "score", "x1", "y1", "x2", "y2",
+               "map_xmin", "map_ymin", "map_xmax", "map_ymax", "crs", "lon", "lat"]
+
+
+# ------------------------------------------------------------------ atomic writes
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary path next to ``path``, then rename it over ``path``.
+
+    Readers see either the old file or the complete new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same suffix as the target (GDAL picks drivers by it); a leading ".tmp." marks leftovers.
+    tmp = path.with_name(f".tmp.{os.getpid()}.{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# ------------------------------------------------------------------ geometry
+def _corners(boxes: np.ndarray, transform) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel boxes (N, 4) -> map x, y (N, 5) of the closed ring x1y1, x2y1, x2y2, x1y2, x1y1."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    px = b[:, [0, 2, 2, 0, 0]]
+    py = b[:, [1, 1, 3, 3, 1]]
+    t = transform
+    return t.a * px + t.b * py + t.c, t.d * px + t.e * py + t.f
 
 
 def box_polygons(boxes: np.ndarray, transform) -> list[list[list[float]]]:
     """Pixel boxes (N, 4) -> closed rings in the transform's map coordinates (N rings of 5)."""
-    rings = []
-    for x1, y1, x2, y2 in np.asarray(boxes, np.float64):
-        corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)]
-        rings.append([list(transform * c) for c in corners])
-    return rings
+    mx, my = _corners(boxes, transform)
+    return np.stack([mx, my], -1).tolist()
 
 
+def _georef(det: Detections) -> bool:
+    return det.crs is not None and det.transform is not None
+
+
+def map_boxes(det: Detections) -> np.ndarray:
+    """(N, 4) ``xmin, ymin, xmax, ymax`` of each pixel box in the scene CRS (bounds of the four
+    mapped corners, so rotated transforms are handled). NaN when the scene has no CRS."""
+    if not _georef(det) or len(det) == 0:
+        return np.full((len(det), 4), np.nan)
+    mx, my = _corners(det.boxes, det.transform)
+    return np.stack([mx.min(1), my.min(1), mx.max(1), my.max(1)], 1)
+
+
+def centres_lonlat(det: Detections) -> np.ndarray:
+    """(N, 2) lon, lat (EPSG:4326) of each box centre; NaN when the scene has no CRS."""
+    if not _georef(det) or len(det) == 0:
+        return np.full((len(det), 2), np.nan)
+    b = np.asarray(det.boxes, np.float64)
+    t = det.transform
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    x, y = t.a * cx + t.b * cy + t.c, t.d * cx + t.e * cy + t.f
+    lon, lat = warp_transform(det.crs, "EPSG:4326", x.tolist(), y.tolist())
+    return np.stack([lon, lat], 1)
+
+
+def _polygon_wkb(ring: Sequence[Sequence[float]]) -> bytes:
+    """Little-endian WKB of a one-ring polygon."""
+    return struct.pack("<BIII", 1, 3, 1, len(ring)) + b"".join(struct.pack("<dd", x, y) for x, y in ring)
+
+
+# ------------------------------------------------------------------ GeoJSON
 def detection_features(det: Detections) -> list[dict]:
     """GeoJSON features (EPSG:4326 when the source has a CRS, pixels otherwise)."""
+    if len(det) == 0:
+        return []
+    if _georef(det):
+        mx, my = _corners(det.boxes, det.transform)
+        lon, lat = warp_transform(det.crs, "EPSG:4326", mx.ravel().tolist(), my.ravel().tolist())
+        xy = np.round(np.stack([lon, lat], -1), 9).reshape(-1, 5, 2)
+        # RFC 7946: exterior rings counterclockwise. North-up rasters give clockwise rings.
+        x, y = xy[..., 0], xy[..., 1]
+        area2 = (x[:, :-1] * y[:, 1:] - x[:, 1:] * y[:, :-1]).sum(1)
+        xy[area2 < 0] = xy[area2 < 0, ::-1]
+    else:
+        b = np.asarray(det.boxes, np.float64).reshape(-1, 4)
+        xy = np.stack([b[:, [0, 2, 2, 0, 0]], b[:, [1, 1, 3, 3, 1]]], -1)
     feats = []
-    georef = det.crs is not None and det.transform is not None
-    rings = box_polygons(det.boxes, det.transform) if georef else [
-        [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]] for x1, y1, x2, y2 in det.boxes.tolist()]
-    for k, ring in enumerate(rings):
-        geom = {"type": "Polygon", "coordinates": [ring]}
-        if georef:
-            geom = transform_geom(det.crs, "EPSG:4326", geom, precision=9)
+    for k, ring in enumerate(xy.tolist()):
         x1, y1, x2, y2 = (round(float(v), 2) for v in det.boxes[k])
         feats.append({
             "type": "Feature",
-            "geometry": geom,
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
             "properties": {
                 "class": det.classes[int(det.labels[k])],
                 "score": round(float(det.scores[k]), 5),
@@ -51,17 +139,140 @@ def detection_features(det: Detections) -> list[dict]:
 
 def write_geojson(dets: list[Detections], path: str | os.PathLike) -> Path:
     """One FeatureCollection holding the detections of all ``dets``."""
-    path = Path(path)
     feats = [f for d in dets for f in detection_features(d)]
     doc: dict = {"type": "FeatureCollection", "features": feats}
     if any(d.crs is None for d in dets if len(d)):
         doc["crs_note"] = "some sources had no CRS: their geometries are in pixel coordinates"
-    atomic_write_text(path, json.dumps(doc))
-    return path
+    return atomic_write_text(path, json.dumps(doc))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# ------------------------------------------------------------------ GeoPackage
+def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
+    """One GeoPackage layer ``detections`` of box polygons in the CRS of the first georeferenced
+    scene (others are reprojected into it). Scenes without a CRS keep pixel coordinates and the
+    layer has no CRS if none of the scenes has one."""
+    import pyogrio.raw
+
+    crs = next((d.crs for d in dets if _georef(d)), None)
+    geoms, cls, score, src, px = [], [], [], [], []
+    for d in dets:
+        if _georef(d):
+            rings = box_polygons(d.boxes, d.transform)
+            if d.crs != crs:
+                rings = [np.stack(warp_transform(d.crs, crs, [p[0] for p in r], [p[1] for p in r]), 1).tolist()
+                         for r in rings]
+        else:
+            rings = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]] for x1, y1, x2, y2 in d.boxes.tolist()]
+        geoms += [_polygon_wkb(r) for r in rings]
+        cls += [d.classes[int(k)] for k in d.labels]
+        score.append(np.asarray(d.scores, np.float64))
+        src += [str(d.path) if d.path else ""] * len(d)
+        px.append(np.asarray(d.boxes, np.float64).reshape(-1, 4))
+    px_all = np.concatenate(px) if px else np.zeros((0, 4))
+    fields = ["class", "score", "source", "x1", "y1", "x2", "y2"]
+    data = [np.array(cls, dtype=object), np.concatenate(score) if score else np.zeros(0),
+            np.array(src, dtype=object)] + [np.ascontiguousarray(px_all[:, i]) for i in range(4)]
+    geometry = np.empty(len(geoms), dtype=object)
+    geometry[:] = geoms
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():  # pyogrio warns when a layer has no CRS: intended here
+            warnings.simplefilter("ignore", UserWarning)
+            pyogrio.raw.write(tmp, geometry, data, fields, layer=GPKG_LAYER, driver="GPKG",
+                              geometry_type="Polygon", crs=crs.to_wkt() if crs is not None else None)
+
+    return atomic_write(path, write)
+
+
+# ------------------------------------------------------------------ CSV
+def _fmt(v: float, nd: int) -> str:
+    return "" if not np.isfinite(v) else f"{v:.{nd}f}"
+
+
+def csv_rows(det: Detections, image_id: int | None = None) -> list[list[str]]:
+    """Rows (columns ``CSV_COLUMNS``) for one scene's detections."""
+    mb, ll = map_boxes(det), centres_lonlat(det)
+    crs = det.crs.to_string() if _georef(det) else ""
+    src = str(det.path) if det.path else ""
+    iid = "" if image_id is None else str(image_id)
+    rows = []
+    for k in range(len(det)):
+        rows.append([src, iid, det.classes[int(det.labels[k])], f"{float(det.scores[k]):.5f}",
+                     *(f"{float(v):.2f}" for v in det.boxes[k]), *(_fmt(v, 3) for v in mb[k]), crs,
+                     _fmt(ll[k, 0], 8), _fmt(ll[k, 1], 8)])
+    return rows
+
+
+def write_csv(dets: list[Detections], path: str | os.PathLike, *, image_ids: Sequence[int] | None = None) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for i, d in enumerate(dets):
+        w.writerows(csv_rows(d, None if image_ids is None else image_ids[i]))
+    return atomic_write_text(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------ COCO results
+def coco_results(det: Detections, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict]:
+    """COCO results for one image: ``category_ids[label]`` (default ``label + 1``)."""
+    ids = list(category_ids) if category_ids is not None else list(range(1, len(det.classes) + 1))
+    out = []
+    for (x1, y1, x2, y2), s, lab in zip(np.asarray(det.boxes, np.float64).tolist(), det.scores.tolist(),
+                                         det.labels.tolist()):
+        out.append({"image_id": int(image_id), "category_id": int(ids[int(lab)]),
+                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                    "score": round(float(s), 5)})
+    return out
+
+
+def write_coco_results(dets: list[Detections], path: str | os.PathLike, *,
+                       image_ids: Sequence[int] | None = None,
+                       category_ids: Sequence[int] | None = None) -> Path:
+    """COCO results JSON for ``dets``; image ids default to 1..N in order."""
+    ids = list(image_ids) if image_ids is not None else list(range(1, len(dets) + 1))
+    res = [r for d, iid in zip(dets, ids) for r in coco_results(d, iid, category_ids)]
+    return atomic_write_text(path, json.dumps(res))
+
+
+# ------------------------------------------------------------------ dispatch
+def parse_formats(text: str | Sequence[str] | None) -> list[str]:
+    """``"geojson,csv"`` (or a list) -> validated, de-duplicated format names (default geojson)."""
+    if text is None:
+        return ["geojson"]
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for f in (s.strip().lower() for s in items):
+        if not f:
+            continue
+        if f not in FORMATS:
+            raise ValueError(f"unknown output format {f!r}; expected some of {', '.join(FORMATS)}")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ValueError("no output format given; expected some of " + ", ".join(FORMATS))
+    return out
+
+
+def format_for_path(path: str | os.PathLike) -> str | None:
+    """The format a single output file name asks for (``.json`` = COCO results), else None."""
+    name = str(path).lower()
+    for fmt, suffix in (("coco", ".coco.json"), ("geojson", ".geojson"), ("gpkg", ".gpkg"),
+                        ("csv", ".csv"), ("coco", ".json")):
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def write_detections(dets: list[Detections], path: str | os.PathLike, fmt: str, *,
+                     image_ids: Sequence[int] | None = None,
+                     category_ids: Sequence[int] | None = None) -> Path:
+    """Write ``dets`` to ``path`` in format ``fmt`` (a key of ``FORMATS``), atomically."""
+    if fmt == "geojson":
+        return write_geojson(dets, path)
+    if fmt == "gpkg":
+        return write_gpkg(dets, path)
+    if fmt == "csv":
+        return write_csv(dets, path, image_ids=image_ids)
+    if fmt == "coco":
+        return write_coco_results(dets, path, image_ids=image_ids, category_ids=category_ids)
+    raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")

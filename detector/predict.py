@@ -1,55 +1,405 @@
-"""Batch prediction over files: each input scored, errors logged and skipped. Torch-free."""
+"""Batch prediction: many scenes in, detections out, resumable. Torch-free.
+
+``predict_files(model, inputs, out)`` scores every input and returns a summary dict.
+
+Inputs (any mix): image files, folders (their images, sorted), glob patterns, manifests (``.txt``,
+one path, folder or glob per line, relative to the manifest; blank lines and ``#`` comments
+skipped) and COCO dataset JSON files (their images; COCO results then carry the dataset's image
+ids, and its category ids matched to the model's classes by name). The same file listed twice
+is scored once.
+
+Where the results go depends on ``out``:
+
+- **a file** (``out`` ends in ``.geojson``, ``.gpkg``, ``.csv`` or ``.json`` = COCO results, and is
+  not an existing folder): all scenes go into that one file, written when the job ends. For
+  small jobs; not resumable.
+- **a folder** (anything else): one output per scene and format, ``OUT/<name>.geojson``,
+  ``.gpkg``, ``.csv``, ``.coco.json`` (and ``<name>.quicklook.png``), ``<name>`` being the file's
+  stem made unique in the job (``scene``, ``scene-2``, ...). Each file is written atomically;
+  after all of a scene's files are written, a line is appended to ``OUT/journal.jsonl``. With
+  ``resume=True`` scenes already in the journal whose files all exist are skipped, so a killed
+  job picks up where it stopped. At the end: ``OUT/coco_results.json`` (all scenes, for
+  ``coco``), ``OUT/all_detections.csv`` (for ``csv``) and ``OUT/summary.json``.
+
+An input that cannot be scored (missing, empty, corrupt, too few bands) is logged with its name
+and skipped; the summary lists it under ``failed`` and the command exits non-zero.
+"""
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
 import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from detector.outputs import write_geojson
-from detector.runner import Detector
+from detector.outputs import (FORMATS, atomic_write_text, format_for_path, parse_formats,
+                              write_detections)
+from detector.runner import Detections, Detector
 
 log = logging.getLogger("revet.predict")
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img"}
+JOURNAL, JOB, SUMMARY = "journal.jsonl", "job.json", "summary.json"
+COCO_ALL, CSV_ALL = "coco_results.json", "all_detections.csv"
+QUICKLOOK_SUFFIX = ".quicklook.png"
+_RESERVED = {"journal", "job", "summary", "coco_results", "all_detections"}
+
+
+@dataclass
+class Scene:
+    """One input of a job: ``name`` is its output stem, unique in the job."""
+
+    path: Path
+    image_id: int | None = None
+    name: str = ""
+
+
+# ------------------------------------------------------------------ inputs
+def _is_glob(s: str) -> bool:
+    return any(ch in s for ch in "*?[")
+
+
+def _expand_one(item: str, base: Path | None, scenes: list[Scene], cats: dict[str, int]) -> None:
+    p = Path(item)
+    if base is not None and not p.is_absolute():
+        p = base / p
+    if p.is_dir():
+        scenes += [Scene(q) for q in sorted(p.iterdir())
+                   if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")]
+    elif _is_glob(item):
+        hits = sorted(Path(q) for q in glob.glob(str(p), recursive=True))
+        if not hits:
+            log.warning("%s: pattern matches no files", p)
+        scenes += [Scene(q) for q in hits if q.is_file()]
+    elif p.suffix.lower() == ".txt" and p.is_file():
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                _expand_one(line, p.parent, scenes, cats)
+    elif p.suffix.lower() == ".json" and p.is_file():
+        _expand_coco(p, scenes, cats)
+    else:
+        scenes.append(Scene(p))  # may be missing or unreadable: reported when scored
+
+
+def _expand_coco(path: Path, scenes: list[Scene], cats: dict[str, int]) -> None:
+    from detector.datasets.coco import read_coco
+
+    labels = read_coco(path)
+    ids = labels.category_ids or list(range(1, len(labels.classes) + 1))
+    for name, cid in zip(labels.classes, ids):
+        if cats.setdefault(name, cid) != cid:
+            raise ValueError(f"{path}: category {name!r} has id {cid}, but an earlier input gave it id {cats[name]}")
+    scenes += [Scene(Path(rec.path), rec.image_id) for rec in labels.images]
+
+
+def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], dict[str, int]]:
+    """Expand ``inputs`` into scenes (de-duplicated, in order) with unique image ids and names.
+
+    Returns the scenes and the category name -> id map of any COCO dataset inputs (else empty).
+    Scenes from COCO datasets keep their image ids; the others get the lowest unused ids from 1.
+    """
+    raw: list[Scene] = []
+    cats: dict[str, int] = {}
+    for item in inputs:
+        _expand_one(str(item), None, raw, cats)
+    scenes, seen = [], {}
+    for s in raw:
+        key = os.path.abspath(s.path)
+        if key in seen:
+            first = seen[key]
+            if s.image_id is not None and first.image_id is not None and s.image_id != first.image_id:
+                raise ValueError(f"{s.path}: listed twice with different image ids {first.image_id} and {s.image_id}")
+            first.image_id = first.image_id if first.image_id is not None else s.image_id
+            continue
+        seen[key] = s
+        scenes.append(s)
+    used: dict[int, Path] = {}
+    for s in scenes:
+        if s.image_id is not None:
+            if s.image_id in used:
+                raise ValueError(f"image id {s.image_id} is given to both {used[s.image_id]} and {s.path}")
+            used[s.image_id] = s.path
+    nxt = 1
+    for s in scenes:
+        if s.image_id is None:
+            while nxt in used:
+                nxt += 1
+            s.image_id, used[nxt] = nxt, s.path
+    names: set[str] = set()
+    for s in scenes:
+        stem = s.path.name.split(".")[0] or "scene"
+        name, k = stem, 1
+        while name.lower() in names or name.lower() in _RESERVED:
+            k += 1
+            name = f"{stem}-{k}"
+        names.add(name.lower())
+        s.name = name
+    return scenes, cats
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> image paths, in order."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif any(ch in item for ch in "*?["):
-            paths += sorted(Path(q) for q in glob.glob(item, recursive=True))
+    """Files, folders, globs, manifests and COCO datasets -> image paths, in order."""
+    return [s.path for s in collect_scenes(inputs)[0]]
+
+
+def category_ids_for(classes: Sequence[str], cats: dict[str, int]) -> list[int]:
+    """COCO category id of each model class: the dataset's id of the same name; classes the
+    dataset lacks get new ids above its largest (with a warning); no dataset: 1..K."""
+    if not cats:
+        return list(range(1, len(classes) + 1))
+    out, nxt = [], max(cats.values()) + 1
+    for c in classes:
+        if c in cats:
+            out.append(cats[c])
         else:
-            paths.append(p)
-    return paths
+            log.warning("model class %r is not a category of the COCO input; its results get category id %d", c, nxt)
+            out.append(nxt)
+            nxt += 1
+    return out
 
 
-def predict_files(model: str | os.PathLike, inputs: list[str], out: str | os.PathLike, *,
-                  min_score: float | None = None, device: str = "auto", batch_size: int = 8,
-                  overlap: int | None = None) -> dict:
-    """Score every input (a tile or a scene of any size) and write one GeoJSON to ``out``.
+# ------------------------------------------------------------------ progress
+class Progress:
+    """One progress line on stderr: done/total, rate, ETA. Rewritten in place on a terminal,
+    else printed at most every ``every`` seconds (and at the end)."""
 
-    An input that cannot be read is logged and skipped; the summary lists it under ``failed``.
-    """
-    det = Detector.load(model, device=device)
-    paths = expand_inputs(inputs)
-    results, failed = [], []
-    t0 = time.monotonic()
-    for k, path in enumerate(paths, 1):
+    def __init__(self, total: int, *, skipped: int = 0, stream=None, every: float = 10.0,
+                 enabled: bool = True) -> None:
+        self.total, self.skipped, self.every, self.enabled = total, skipped, every, enabled
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.monotonic()
+        self.last = -1e9
+
+    def update(self, done: int, name: str = "") -> None:
+        """``done``: scenes finished (scored or failed) in this run, not counting skipped ones."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        final = self.skipped + done >= self.total
+        if not self.tty and not final and now - self.last < self.every:
+            return
+        self.last = now
+        el = now - self.t0
+        rate = done / el if el > 0 else 0.0
+        left = self.total - self.skipped - done
+        eta = _hms(left / rate) if rate > 0 else "?"
+        line = (f"[{self.skipped + done}/{self.total}] {100 * (self.skipped + done) / max(self.total, 1):.0f}% "
+                f"{rate * 60:.1f} scenes/min elapsed {_hms(el)} ETA {eta} {name}")
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+# ------------------------------------------------------------------ journal
+def read_journal(path: Path) -> dict[str, dict]:
+    """Finished scenes by absolute source path. A torn last line (a killed write) is ignored."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
         try:
-            r = det.predict_scene(path, min_score=min_score, overlap=overlap, batch_size=batch_size)
-        except (ValueError, FileNotFoundError, OSError) as e:
-            log.error("skipping %s: %s", path, e)
-            failed.append({"path": str(path), "error": str(e)})
+            entry = json.loads(line)
+            done[entry["key"]] = entry
+        except (json.JSONDecodeError, KeyError, TypeError):
             continue
-        results.append(r)
-        log.info("[%d/%d] %s: %d detections", k, len(paths), path, len(r))
-    write_geojson(results, out)
-    return {"model": str(model), "inputs": len(paths), "scored": len(results), "failed": failed,
-            "detections": sum(len(r) for r in results), "out": str(out),
-            "seconds": round(time.monotonic() - t0, 2)}
+    return done
+
+
+def _append_line(path: Path, entry: dict) -> None:
+    # One write() of one line to an O_APPEND file; fsync so a finished scene stays finished.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = ("\n" + json.dumps(entry) + "\n").encode()  # leading newline seals a torn line
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _scene_outputs(scene: Scene, formats: list[str], quicklook: bool) -> dict[str, str]:
+    outs = {f: scene.name + FORMATS[f] for f in formats}
+    if quicklook:
+        outs["quicklook"] = scene.name + QUICKLOOK_SUFFIX
+    return outs
+
+
+def _is_done(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> bool:
+    if not entry or entry.get("name") != scene.name or entry.get("image_id") != scene.image_id:
+        return False
+    have = entry.get("outputs", {})
+    return all(have.get(k) == v and (out / v).is_file() for k, v in wanted.items())
+
+
+# ------------------------------------------------------------------ the job
+def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os.PathLike],
+                  out: str | os.PathLike, *, min_score: float | None = None, device: str = "auto",
+                  batch_size: int = 8, overlap: int | None = None,
+                  formats: str | Sequence[str] | None = None, resume: bool = False,
+                  threads: int | None = None, quicklook: bool = False, progress: bool = False) -> dict:
+    """Score every input and write detections to ``out`` (a file or a folder; see the module
+    docstring). Returns the job summary (also written to ``OUT/summary.json`` in folder mode).
+
+    Raises ValueError for job-level problems (unknown format, a format that contradicts the
+    file name of ``out``, ``resume`` with a single-file ``out``, a resume whose model or settings
+    differ from the journal's). Per-scene problems never raise: they are logged and listed.
+    """
+    out = Path(out)
+    single_fmt = format_for_path(out)
+    single = single_fmt is not None and not out.is_dir()
+    if single:
+        if formats is not None and parse_formats(formats) != [single_fmt]:
+            raise ValueError(f"{out}: a {single_fmt!r} file name, but formats {parse_formats(formats)} were asked "
+                             "for; give a folder as --out to write several formats")
+        if resume:
+            raise ValueError(f"{out}: --resume needs a folder as --out (one output per scene and a "
+                             "journal); a single output file is written only when the job ends")
+        fmts = [single_fmt]
+    else:
+        fmts = parse_formats(formats)
+
+    t0 = time.monotonic()
+    det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads)
+    model_name = str(model) if not isinstance(model, Detector) else str(getattr(det.backend, "path", "<detector>"))
+    scenes, cats = collect_scenes(inputs)
+    cat_ids = category_ids_for(det.spec.classes, cats)
+    thr = det.spec.score_threshold if min_score is None else float(min_score)
+    ov = det.spec.overlap if overlap is None else int(overlap)
+
+    journal: dict[str, dict] = {}
+    if not single:
+        out.mkdir(parents=True, exist_ok=True)
+        for tmp in out.glob(".tmp.*"):  # left by a killed run (outputs.atomic_write)
+            tmp.unlink(missing_ok=True)
+        job = {"model": os.path.abspath(model_name), "model_sha256": _sha256(Path(model_name))
+               if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov}
+        job_path = out / JOB
+        if resume and job_path.exists():
+            old = json.loads(job_path.read_text())
+            diff = [k for k in ("model_sha256", "min_score", "overlap") if old.get(k) != job[k]]
+            if diff:
+                raise ValueError(f"{out}: cannot resume: {', '.join(diff)} differ from the earlier job "
+                                 f"({ {k: old.get(k) for k in diff} } vs { {k: job[k] for k in diff} }); "
+                                 "use a new --out folder or run without --resume")
+            journal = read_journal(out / JOURNAL)
+        else:
+            atomic_write_text(job_path, json.dumps(job, indent=2))
+            atomic_write_text(out / JOURNAL, "")
+
+    results: list[tuple[Scene, Detections]] = []
+    records: list[dict] = []
+    failed: list[dict] = []
+    todo: list[Scene] = []
+    for s in scenes:
+        entry = journal.get(os.path.abspath(s.path))
+        if not single and _is_done(entry, s, _scene_outputs(s, fmts, quicklook), out):
+            records.append({**entry, "resumed": True})
+        else:
+            todo.append(s)
+    if records:
+        log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
+    prog = Progress(len(scenes), skipped=len(records), enabled=progress)
+    tiles = pixels = 0
+    t_score = time.monotonic()
+    try:
+        for k, s in enumerate(todo, 1):
+            ts = time.monotonic()
+            try:
+                r = det.predict_scene(s.path, min_score=thr, overlap=ov, batch_size=batch_size)
+                if single:
+                    results.append((s, r))
+                    if quicklook:
+                        _quicklook(r, out.parent / (s.name + QUICKLOOK_SUFFIX), det)
+                else:
+                    wanted = _scene_outputs(s, fmts, quicklook)
+                    for f in fmts:
+                        write_detections([r], out / wanted[f], f, image_ids=[s.image_id], category_ids=cat_ids)
+                    if quicklook:
+                        _quicklook(r, out / wanted["quicklook"], det)
+            except Exception as e:  # one bad scene must not end a job of thousands
+                log.error("skipping %s: %s", s.path, e)
+                failed.append({"path": str(s.path), "error": f"{type(e).__name__}: {e}"})
+                prog.update(k, s.path.name)
+                continue
+            rec = {"key": os.path.abspath(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
+                   "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
+                   "height": r.height, "seconds": round(time.monotonic() - ts, 3)}
+            if not single:
+                rec["outputs"] = _scene_outputs(s, fmts, quicklook)
+                _append_line(out / JOURNAL, rec)
+            records.append(rec)
+            tiles += rec["windows"]
+            pixels += r.width * r.height
+            log.debug("[%d/%d] %s: %d detections", k, len(todo), s.path, len(r))
+            prog.update(k, s.path.name)
+    finally:
+        score_s = time.monotonic() - t_score
+        summary = {
+            "model": model_name, "out": str(out), "mode": "file" if single else "folder", "formats": fmts,
+            "inputs": len(scenes), "scored": len(records) - sum(1 for r in records if r.get("resumed")),
+            "resumed": sum(1 for r in records if r.get("resumed")), "failed": failed,
+            "detections": sum(r["detections"] for r in records), "min_score": thr,
+            "category_ids": dict(zip(det.spec.classes, cat_ids)),
+            "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
+            "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
+            "seconds": round(time.monotonic() - t0, 2),
+            "complete": len(records) + len(failed) == len(scenes),
+            "scenes": [{k: v for k, v in r.items() if k != "key"} for r in records],
+        }
+        if not single:
+            atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))
+
+    if single:
+        ordered = [r for _, r in results]
+        write_detections(ordered, out, fmts[0], image_ids=[s.image_id for s, _ in results], category_ids=cat_ids)
+    else:
+        _write_combined(out, scenes, records, fmts)
+    return summary
+
+
+def _quicklook(r: Detections, path: Path, det: Detector) -> None:
+    from detector.quicklook import write_quicklook
+
+    write_quicklook(r, path, det.spec.bands)
+
+
+def _write_combined(out: Path, scenes: list[Scene], records: list[dict], fmts: list[str]) -> None:
+    """Job-wide COCO results and CSV, assembled from the per-scene files, in input order."""
+    by_name = {r["name"]: r for r in records}
+    done = [s for s in scenes if s.name in by_name]
+    if "coco" in fmts:
+        res = []
+        for s in done:
+            res += json.loads((out / (s.name + FORMATS["coco"])).read_text())
+        atomic_write_text(out / COCO_ALL, json.dumps(res))
+    if "csv" in fmts:
+        parts = []
+        for i, s in enumerate(done):
+            lines = (out / (s.name + FORMATS["csv"])).read_text().splitlines(keepends=True)
+            parts += lines if i == 0 else lines[1:]
+        if not parts:
+            from detector.outputs import CSV_COLUMNS
+
+            parts = [",".join(CSV_COLUMNS) + "\n"]
+        atomic_write_text(out / CSV_ALL, "".join(parts))

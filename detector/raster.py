@@ -79,15 +79,34 @@ def read_window(ds, window: Window, bands, *, fill: float = 0) -> tuple[np.ndarr
     """
     check_bands(ds.name, ds.count, bands)
     h, w = int(window.height), int(window.width)
-    data = ds.read(list(bands), window=window, boundless=True, fill_value=fill)
-    # dataset_mask combines nodata value, internal mask and alpha band; 0 = no data.
-    mask = ds.read_masks(1, window=window, boundless=True)
-    for b in bands[1:]:
-        mask = np.minimum(mask, ds.read_masks(b, window=window, boundless=True))
-    if ds.count in (2, 4) and ds.colorinterp[-1] == rasterio.enums.ColorInterp.alpha:
-        mask = np.minimum(mask, ds.read(ds.count, window=window, boundless=True, fill_value=0))
-    image = np.ascontiguousarray(np.moveaxis(data, 0, -1)).reshape(h, w, len(bands))
-    return image, mask > 0
+    c0, r0 = int(window.col_off), int(window.row_off)
+    # Read only the part inside the raster (boundless reads are ~10x slower) and pad.
+    ic0, ir0 = max(c0, 0), max(r0, 0)
+    ic1, ir1 = min(c0 + w, ds.width), min(r0 + h, ds.height)
+    image = np.full((h, w, len(bands)), fill, dtype=ds.dtypes[bands[0] - 1])
+    valid = np.zeros((h, w), bool)
+    if ic1 <= ic0 or ir1 <= ir0:
+        return image, valid
+    inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
+    data = ds.read(list(bands), window=inner)
+    # Per-band masks combine the nodata value, internal masks and an alpha band; 0 = no data.
+    masks = ds.read_masks(list(bands), window=inner)
+    mask = masks.min(axis=0) if len(bands) > 1 else masks[0]
+    alpha = alpha_band(ds)
+    if alpha is not None and alpha not in bands:
+        mask = np.minimum(mask, ds.read(alpha, window=inner))
+    sl = (slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0))
+    image[sl] = np.moveaxis(data, 0, -1)
+    valid[sl] = mask > 0
+    return image, valid
+
+
+def alpha_band(ds) -> int | None:
+    """1-based index of the alpha band, if the raster has one."""
+    for i, ci in enumerate(ds.colorinterp, start=1):
+        if ci == rasterio.enums.ColorInterp.alpha:
+            return i
+    return None
 
 
 def read_image(path: str | os.PathLike, bands) -> tuple[np.ndarray, np.ndarray, RasterInfo]:

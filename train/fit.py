@@ -31,7 +31,7 @@ class TrainConfig:
     train: str
     val: str
     out: str = "runs/revet"
-    arch: str = "ssdlite"
+    arch: str = "fcos_lite"
     classes: list[str] | None = None  # default: the training set's category names
     bands: list[int] | None = None    # default: every band that is not alpha
     tile_size: int = 512
@@ -85,17 +85,8 @@ def config_from_file(path: str | os.PathLike | None, overrides: dict) -> TrainCo
 
 def _default_bands(path) -> list[int]:
     with raster.open_raster(path) as ds:
-        alpha = rasterio_alpha_index(ds)
+        alpha = raster.alpha_band(ds)
         return [b for b in range(1, ds.count + 1) if b != alpha]
-
-
-def rasterio_alpha_index(ds) -> int | None:
-    from rasterio.enums import ColorInterp
-
-    for i, ci in enumerate(ds.colorinterp, start=1):
-        if ci == ColorInterp.alpha:
-            return i
-    return None
 
 
 def band_stretch(labels: LabelSet, bands, *, samples: int = 32, low: float = 1.0, high: float = 99.0,
@@ -175,9 +166,11 @@ def train(cfg: TrainConfig) -> Path:
     spec = make_spec(cfg, train_labels)
     (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
     off = BACKGROUND_OFFSET[cfg.arch]
-    tf = train_transform(crop=cfg.crop, photometric=cfg.photometric)
-    data = DetectionDataModule(DetectionDataset(train_labels, spec, transform=tf, label_offset=off),
-                               DetectionDataset(val_labels, spec, label_offset=off),
+    tf = train_transform(photometric=cfg.photometric)
+    cache = cfg.num_workers == 0  # workers would each hold their own copy
+    data = DetectionDataModule(DetectionDataset(train_labels, spec, transform=tf, label_offset=off,
+                                                crop=cfg.crop, cache=cache),
+                               DetectionDataset(val_labels, spec, label_offset=off, cache=cache),
                                batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     steps_per_epoch = max(1, len(train_labels.images) // cfg.batch_size)
     module = DetectionModule(spec.to_json(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -192,7 +185,7 @@ def train(cfg: TrainConfig) -> Path:
         max_time={"minutes": cfg.max_time} if cfg.max_time else None,
         accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
         callbacks=[best], logger=CSVLogger(out, name="logs", version=""),
-        check_val_every_n_epoch=cfg.val_every, log_every_n_steps=10,
+        check_val_every_n_epoch=cfg.val_every, log_every_n_steps=max(1, min(10, steps_per_epoch)),
         enable_progress_bar=os.isatty(1), enable_model_summary=False, deterministic=False,
     )
     t0 = time.monotonic()

@@ -164,3 +164,18 @@ def fcos_resnet18(*, num_classes: int, in_channels: int = 3, tile_size: int = 51
     backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"},
                                [128, 256, 512], 128, extra_blocks=LastLevelP6P7(128, 128))
     return _fcos(backbone, num_classes, (8, 16, 32, 64, 128), head_convs=2)
+
+
+@register("fcos_lite", background=False)
+def fcos_lite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
+    """FCOS on a ResNet-18 cut after layer3 with a 96-channel FPN on strides 8, 16 (and 32) and
+    2-conv head towers: sized for 10-150 px objects, and cheap, since ResNet convolutions run
+    near the CPU's peak (depthwise MobileNet convolutions do not). The CPU default."""
+    from torchvision.models import resnet18
+
+    body = resnet18(weights=None)
+    _adapt_first_conv(body, in_channels)
+    body.layer4 = nn.Identity()
+    # FPN levels: P3 (stride 8), P4 (16) and a max-pooled P5 (32) for the largest objects.
+    backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1"}, [128, 256], 96)
+    return _fcos(backbone, num_classes, (8, 16, 32), head_convs=2)

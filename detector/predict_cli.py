@@ -1,0 +1,92 @@
+"""``revet predict``: parse arguments, call :func:`detector.predict.predict_files`. Torch-free.
+
+Registered by ``detector.cli`` through :func:`add_predict_command`; also runnable on its own as
+``python -m detector.predict_cli MODEL INPUT... --out OUT``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+EPILOG = """\
+inputs: image files, folders, glob patterns (quote them), manifests (.txt, one path per line,
+relative to the manifest) and COCO dataset JSON files (COCO results then use its image and
+category ids).
+
+--out FILE (ends in .geojson, .gpkg, .csv, or .json for COCO results): every scene in that one
+file, written at the end. --out FOLDER (anything else): one file per scene and format
+(<name>.geojson, .gpkg, .csv, .coco.json, .quicklook.png), written atomically, a journal of
+finished scenes (resumable with --resume), coco_results.json / all_detections.csv for the whole
+job, and summary.json.
+
+exit status: 0 all scenes scored; 2 some inputs could not be read (listed in the summary);
+1 the job could not start (bad model, options or --out).
+
+examples:
+  revet predict model.onnx scene.tif --out scene.geojson
+  revet predict model.onnx 'scenes/*.tif' --out results/ --format geojson,gpkg,csv --quicklook
+  revet predict model.onnx manifest.txt --out results/ --resume --device cuda --batch-size 32
+  revet predict model.onnx data/test.json --out preds/ --format coco --min-score 0.01
+"""
+
+
+def add_predict_command(subparsers) -> None:
+    """Add the ``predict`` subcommand to an ``argparse`` subparsers object."""
+    r = subparsers.add_parser(
+        "predict", help="score tiles or GeoTIFF scenes with an ONNX model (no torch needed)",
+        description="Score images or scenes of any size with an exported model; batch jobs are resumable.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("model", help="exported .onnx model (or a .ckpt, which needs revet[train])")
+    r.add_argument("inputs", nargs="+", help="files, folders, globs, .txt manifests, COCO dataset .json")
+    r.add_argument("--out", required=True, help="output file (.geojson/.gpkg/.csv/.json) or folder")
+    r.add_argument("--format", dest="formats", default=None,
+                   help="comma-separated: geojson,gpkg,csv,coco (folder --out; default geojson)")
+    r.add_argument("--min-score", type=float, help="minimum score (default: the model's)")
+    r.add_argument("--overlap", type=int, help="window overlap in pixels (default: the model's)")
+    r.add_argument("--batch-size", type=int, default=8, help="tiles per model call")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    r.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all)")
+    r.add_argument("--resume", action="store_true",
+                   help="skip scenes a killed earlier run of this job already finished (folder --out)")
+    r.add_argument("--quicklook", action="store_true", help="also write a PNG of each scene with its boxes")
+    r.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    r.set_defaults(func=run_predict)
+
+
+def run_predict(a) -> int:
+    from detector.predict import predict_files
+
+    summary = predict_files(a.model, a.inputs, a.out, min_score=a.min_score, device=a.device,
+                            batch_size=a.batch_size, overlap=a.overlap, formats=a.formats,
+                            resume=a.resume, threads=a.threads, quicklook=a.quicklook,
+                            progress=not a.no_progress)
+    brief = {k: v for k, v in summary.items() if k != "scenes"}
+    print(json.dumps(brief, indent=2))
+    if summary["failed"]:
+        print(f"error: {len(summary['failed'])} of {summary['inputs']} inputs failed: "
+              + ", ".join(f["path"] for f in summary["failed"][:10])
+              + (" ..." if len(summary["failed"]) > 10 else ""), file=sys.stderr)
+    return 0 if not summary["failed"] else 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="revet")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_predict_command(p.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "predict" not in argv[:2]:
+        argv.insert(1 if argv and argv[0] in ("-v", "--verbose") else 0, "predict")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return a.func(a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""A corpus of bad inputs: each gives the error a user sees, naming the file and what was wrong."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from detector.datasets.chip import chip
+from detector.datasets.convert import convert
+from detector.datasets.vector import read_vector, read_vector_labels
+from detector.datasets.voc import read_voc
+from detector.datasets.yolo import read_yolo
+from detector.raster import read_image
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+SQUARE = [[[500010, 3999990], [500030, 3999990], [500030, 3999970], [500010, 3999970], [500010, 3999990]]]
+
+
+def tif(path, *, crs="EPSG:32637", count=3, w=64, h=64):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kw = dict(crs=crs, transform=Affine(1, 0, 500000, 0, -1, 4000000)) if crs else {}
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=count, dtype="uint8", **kw) as d:
+        d.write(np.zeros((count, h, w), np.uint8))
+    return path
+
+
+def yolo(t, label="0 0.5 0.5 0.2 0.2\n", image=None, yaml_text="names: [bunker, shelter]\ntrain: images\n"):
+    if image is None:
+        tif(t / "images" / "x.tif")
+    else:
+        (t / "images").mkdir(parents=True, exist_ok=True)
+        (t / "images" / "x.tif").write_bytes(image)
+    (t / "labels").mkdir(exist_ok=True)
+    (t / "labels" / "x.txt").write_text(label)
+    (t / "d.yaml").write_text(yaml_text)
+    return lambda: read_yolo(t / "d.yaml"), t / "d.yaml"
+
+
+def voc(t, xml, classes=None):
+    tif(t / "p.tif")
+    (t / "p.xml").write_text(xml)
+    if classes:
+        (t / "classes.txt").write_text(classes)
+    return lambda: read_voc(t), t / "p.xml"
+
+
+def obj(name="bunker", box=(1, 1, 10, 10)):
+    bb = "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+    return f"<object><name>{name}</name><bndbox>{bb}</bndbox></object>"
+
+
+def ann(*objs, size="<size><width>64</width><height>64</height></size>"):
+    return f"<annotation><filename>p.tif</filename>{size}{''.join(objs)}</annotation>"
+
+
+def geojson(t, features=None, *, raw=None, crs=None, name="l.geojson"):
+    p = t / name
+    if raw is not None:
+        p.write_text(raw)
+    else:
+        data = {"type": "FeatureCollection", "features": features}
+        if crs:
+            data["crs"] = {"type": "name", "properties": {"name": crs}}
+        p.write_text(json.dumps(data))
+    return p
+
+
+def feat(geom=None, props=None, fid=0):
+    return {"type": "Feature", "id": fid, "properties": {"class": "bunker"} if props is None else props,
+            "geometry": geom or {"type": "Polygon", "coordinates": SQUARE}}
+
+
+def over_raster(t, p, raster_crs="EPSG:32637"):
+    r = tif(t / "r.tif", crs=raster_crs)
+    return lambda: read_vector_labels(p, r), p
+
+
+def ogr(t, name, driver, *, crs="EPSG:32637", field="class"):
+    pyogrio = pytest.importorskip("pyogrio")
+    import struct
+    ring = SQUARE[0]
+    wkb = struct.pack("<BII", 1, 3, 1) + struct.pack("<I", len(ring)) + b"".join(struct.pack("<dd", *q) for q in ring)
+    pyogrio.raw.write(t / name, np.array([wkb], dtype=object), [np.array(["bunker"], dtype=object)],
+                      fields=[field], crs=crs, geometry_type="Polygon", driver=driver)
+    return t / name
+
+
+CASES = {
+    # -- images
+    "corrupt image": (lambda t: yolo(t, image=b"II*\x00garbage" * 10), ValueError, r"x\.tif.*not a readable raster image"),
+    "empty image": (lambda t: yolo(t, image=b""), ValueError, r"x\.tif.*image file is empty \(0 bytes\)"),
+    "missing image": (lambda t: (tif(t / "images" / "x.tif"), (t / "l.txt").write_text("images/gone.tif\n"),
+                                 (t / "d.yaml").write_text("names: [a]\ntrain: l.txt\n"),
+                                 (lambda: read_yolo(t / "d.yaml"), t / "d.yaml"))[-1],
+                      FileNotFoundError, r"image .*gone\.tif: image file does not exist"),
+    "wrong band count": (lambda t: (lambda p: (lambda: read_image(p, [1, 2, 3, 4]), p))(tif(t / "g.tif", count=3)),
+                         ValueError, r"reads bands \[1, 2, 3, 4\] but the image has 3 band\(s\); missing \[4\]"),
+    # -- YOLO
+    "bad YAML": (lambda t: yolo(t, yaml_text="names: [a, b\ntrain: images\n"), ValueError, "not valid YAML"),
+    "YAML without names": (lambda t: yolo(t, yaml_text="train: images\n"), ValueError, "expected 'names': a list of class names"),
+    "YAML names with gaps": (lambda t: yolo(t, yaml_text="names: {0: a, 2: b}\ntrain: images\n"), ValueError, "without gaps"),
+    "YAML nc disagrees": (lambda t: yolo(t, yaml_text="nc: 3\nnames: [a, b]\ntrain: images\n"), ValueError, "'nc' is 3 but 'names' lists 2"),
+    "YAML split folder missing": (lambda t: yolo(t, yaml_text="names: [a]\ntrain: nowhere\n"), FileNotFoundError, "'train' entry 'nowhere'"),
+    "YOLO line with 4 numbers": (lambda t: (lambda f: (f[0], f[1].parent / "labels" / "x.txt"))(yolo(t, "0 0.5 0.5 0.2\n")),
+                                 ValueError, r"x\.txt: line 1: expected 5 numbers 'class cx cy w h'"),
+    "YOLO coordinates out of [0,1]": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.5 0.5 0.2 0.2\n1 12 40 3 3\n")),
+                                      ValueError, r"x\.txt: line 2: coordinates must be normalized to \[0, 1\]"),
+    "YOLO unknown class": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "7 0.5 0.5 0.2 0.2\n")),
+                           ValueError, r"line 1: unknown class 7; the data YAML names classes 0\.\.1"),
+    "YOLO negative size": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.5 0.5 0 0.2\n")),
+                           ValueError, "line 1: box has non-positive size w=0"),
+    "YOLO box past the edge": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.95 0.5 0.2 0.2\n")),
+                               ValueError, "extends outside the image"),
+    "YOLO text": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "bunker 0.5 0.5 0.2 0.2\n")),
+                  ValueError, "expected numbers 'class cx cy w h'"),
+    # -- VOC
+    "malformed XML": (lambda t: voc(t, "<annotation><filename>p.tif</filename>"), ValueError, "malformed XML"),
+    "XML not VOC": (lambda t: voc(t, "<svg></svg>"), ValueError, r"expected a VOC <annotation> root element, got <svg>"),
+    "VOC missing bndbox": (lambda t: voc(t, ann("<object><name>bunker</name></object>")), ValueError,
+                           r"object 0 \(bunker\): expected <bndbox> with numeric xmin"),
+    "VOC negative size": (lambda t: voc(t, ann(obj(box=(10, 1, 5, 10)))), ValueError, "non-positive size"),
+    "VOC box outside": (lambda t: voc(t, ann(obj(box=(50, 50, 80, 60)))), ValueError, r"lies outside the 64x64 image"),
+    "VOC unknown class": (lambda t: voc(t, ann(obj("tank")), classes="bunker\nshelter\n"), ValueError,
+                          r"unknown class 'tank'; expected one of \['bunker', 'shelter'\]"),
+    "VOC empty folder": (lambda t: (lambda: read_voc(t), t), ValueError, "no .xml annotation files found"),
+    # -- vector labels
+    "GeoJSON not JSON": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, raw="{oops")), ValueError, "not valid GeoJSON"),
+    "GeoJSON empty file": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, raw="")), ValueError, r"label file is empty \(0 bytes\)"),
+    "GeoJSON not a collection": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, raw='{"type": "Polygon"}')),
+                                 ValueError, "expected a GeoJSON FeatureCollection"),
+    "GeoJSON point": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat({"type": "Point", "coordinates": [1, 2]}, fid=4)])),
+                      ValueError, "feature 4: expected a Polygon or MultiPolygon .*got Point"),
+    "GeoJSON without class": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(props={"type": "bunker"}, fid=2)])),
+                              ValueError, "feature 2: has no 'class' attribute"),
+    "GeoJSON unknown CRS": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat()], crs="EPSG:999999")),
+                            ValueError, "'crs' name 'EPSG:999999' is not a known CRS"),
+    "labels in the wrong CRS": (lambda t: over_raster(t, geojson(t, [feat()])),  # UTM numbers read as lon/lat
+                                ValueError, r"none of the 1 labels overlap raster .*r\.tif"),
+    "raster without CRS": (lambda t: (lambda p, r: (lambda: read_vector_labels(p, r), r))(
+        geojson(t, [feat()], crs="EPSG:32637"), tif(t / "plain.tif", crs=None)), ValueError, "raster has no CRS"),
+    "shapefile without .prj": (lambda t: (lambda p: ((p.with_suffix(".prj").unlink(), lambda: read_vector_labels(p, tif(t / "r.tif")))[1], p))(
+        ogr(t, "l.shp", "ESRI Shapefile")), ValueError, r"declares no CRS \(a shapefile needs its \.prj\)"),
+    "GeoPackage without the class field": (lambda t: (lambda p: (lambda: read_vector(p), p))(ogr(t, "l.gpkg", "GPKG", field="kind")),
+                                           ValueError, r"no attribute 'class'; attributes are \['kind'\]"),
+    "corrupt GeoPackage": (lambda t: (lambda p: (p.write_bytes(b"SQLite format 3\x00" + b"\x01" * 200), (lambda: read_vector(p), p))[1])(t / "bad.gpkg"),
+                           ValueError, "not a readable vector file"),
+    # -- chipping
+    "chip overlap too big": (lambda t: (lambda r: (lambda: chip(r, geojson(t, [feat()], crs="EPSG:32637"), t / "o", tile_size=64, overlap=64), "overlap"))(tif(t / "r.tif")),
+                             ValueError, r"overlap must be in \[0, tile_size=64\), got 64"),
+    "chip unknown class": (lambda t: (lambda r: (lambda: chip(r, t / "l.geojson", t / "o", classes=["shelter"]), t / "l.geojson"))(
+        (geojson(t, [feat(fid=3)], crs="EPSG:32637"), tif(t / "r.tif"))[1]), ValueError, r"feature 3: unknown class 'bunker'; expected one of \['shelter'\]"),
+    "convert missing source": (lambda t: (lambda: convert(t / "nope.json", "yolo", t / "o"), t / "nope.json"), FileNotFoundError, "dataset not found"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gives_a_clear_error(tmp_path, name):
+    make, exc, message = CASES[name]
+    call, named = make(tmp_path)
+    with pytest.raises(exc, match=message) as e:
+        call()
+    assert str(named) in str(e.value), str(e.value)
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 20

@@ -1,0 +1,308 @@
+"""Batch jobs: resumable after a kill, bad inputs skipped and named, COCO ids carried, manifests.
+
+The model is a tiny hand-written ONNX graph with a real Revet spec (fixed boxes per tile, scores
+from the tile's mean brightness), so these tests need no training and no torch, and their
+outputs are deterministic; the trained-model path is covered by tests/test_end_to_end.py.
+"""
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from detector.predict import Progress, collect_scenes, predict_files, read_journal
+from detector.predict_cli import add_predict_command, main
+from detector.spec import SPEC_KEY, ModelSpec
+
+onnx = pytest.importorskip("onnx")
+
+FAKE_BOXES = ((20, 20, 60, 50), (100, 120, 160, 200), (200, 30, 250, 90))
+
+
+def write_fake_model(path: Path, *, tile: int = 256) -> Path:
+    """(B, 3, T, T) raw pixels -> 3 fixed boxes per tile, labels 0, 1, 2, scores
+    ``sigmoid(4 * mean / 255 - 1) * (1, 0.75, 0.5)``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = len(FAKE_BOXES)
+    consts = {"axes": np.array([1, 2, 3], np.int64), "shp": np.array([-1, 1], np.int64),
+              "gain": np.array(4 / 255, np.float32), "one": np.array(1.0, np.float32),
+              "w": np.linspace(1.0, 0.5, k).astype(np.float32), "B": np.array(FAKE_BOXES, np.float32)[None],
+              "L": (np.arange(k) % 3).astype(np.int64)[None], "s0": np.array([0], np.int64),
+              "s1": np.array([1], np.int64), "bk": np.array([k, 4], np.int64), "lk": np.array([k], np.int64)}
+    node = helper.make_node
+    nodes = [node("ReduceMean", ["image", "axes"], ["m"], keepdims=1), node("Reshape", ["m", "shp"], ["m2"]),
+             node("Mul", ["m2", "gain"], ["g"]), node("Sub", ["g", "one"], ["z"]), node("Sigmoid", ["z"], ["sg"]),
+             node("Mul", ["sg", "w"], ["scores"]), node("Shape", ["image"], ["sh"]),
+             node("Slice", ["sh", "s0", "s1"], ["b"]), node("Concat", ["b", "bk"], ["bs"], axis=0),
+             node("Concat", ["b", "lk"], ["ls"], axis=0), node("Expand", ["B", "bs"], ["boxes"]),
+             node("Expand", ["L", "ls"], ["labels"])]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, "fake", [vi("image", TensorProto.FLOAT, ["batch", 3, tile, tile])],
+        [vi("boxes", TensorProto.FLOAT, ["batch", k, 4]), vi("scores", TensorProto.FLOAT, ["batch", k]),
+         vi("labels", TensorProto.INT64, ["batch", k])],
+        [numpy_helper.from_array(v, n) for n, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, ModelSpec(tile_size=tile, overlap=32, arch="fake").to_json()
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_model(tmp_path_factory):
+    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
+
+
+@pytest.fixture(scope="session")
+def scenes(synth_small):
+    """Eight 512-px GeoTIFF tiles and one 1024-px scene, as absolute path strings."""
+    return sorted(str(p) for p in (synth_small / "test").glob("*.tif")) + [str(synth_small / "scene.tif")]
+
+
+ALL = "geojson,gpkg,csv,coco"
+STATE = {"job.json", "journal.jsonl", "summary.json"}
+
+
+def outputs_of(folder: Path) -> dict[str, object]:
+    """Every output file in ``folder`` -> comparable content (GeoPackages read back)."""
+    import pyogrio.raw
+
+    got = {}
+    for p in sorted(folder.iterdir()):
+        if p.name in STATE:
+            continue
+        if p.suffix == ".gpkg":
+            meta, _, geoms, fields = pyogrio.raw.read(p)
+            got[p.name] = (meta["crs"], [bytes(g) for g in geoms], [list(f) for f in fields])
+        else:
+            got[p.name] = p.read_bytes()
+    return got
+
+
+SLOW_RUN = ("import sys, time\n"
+            "import detector.runner as r\n"
+            "orig = r.Detector.predict_scene\n"
+            "def slow(self, *a, **k):\n"
+            "    time.sleep(float(sys.argv[1]))\n"
+            "    return orig(self, *a, **k)\n"
+            "r.Detector.predict_scene = slow\n"
+            "from detector.predict_cli import main\n"
+            "rc = main(sys.argv[2:])\n"
+            "assert 'torch' not in sys.modules, 'the scoring side imported torch'\n"
+            "sys.exit(rc)\n")
+
+
+def test_killed_job_resumes_to_the_same_outputs(fake_model, scenes, tmp_path):
+    ref, job = tmp_path / "ref", tmp_path / "job"
+    full = predict_files(fake_model, scenes, ref, formats=ALL, min_score=0.01)
+    assert full["scored"] == len(scenes) and not full["failed"] and full["complete"]
+
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    cmd = [sys.executable, "-c", SLOW_RUN, "0.4", "predict", str(fake_model), *scenes, "--out", str(job),
+           "--format", ALL, "--min-score", "0.01", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not read_journal(job / "journal.jsonl"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no scene finished in 120 s"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.6))  # a random moment after the first scene
+    finally:
+        proc.kill()
+        proc.communicate()
+    done_before = len(read_journal(job / "journal.jsonl"))
+    assert 1 <= done_before < len(scenes), f"seed {seed}: the kill came too late to test anything"
+    assert not (job / "summary.json").exists()
+    # what the killed run left is whole: every GeoJSON there parses
+    for p in job.glob("*.geojson"):
+        json.loads(p.read_text())
+
+    rc = main(["predict", str(fake_model), *scenes, "--out", str(job), "--format", ALL, "--min-score", "0.01",
+               "--resume", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["resumed"] == done_before and summary["scored"] == len(scenes) - done_before
+    assert summary["detections"] == full["detections"] and summary["complete"]
+
+    a, b = outputs_of(ref), outputs_of(job)
+    assert sorted(a) == sorted(b), f"seed {seed}"
+    for name in a:
+        assert a[name] == b[name], f"seed {seed}: {name} differs"
+    assert not [p for p in job.iterdir() if p.name.startswith(".tmp.")]
+    journal = [json.loads(line) for line in (job / "journal.jsonl").read_text().splitlines() if line.strip()]
+    assert sorted(e["key"] for e in journal) == sorted(os.path.abspath(s) for s in scenes)  # no duplicates
+    res = json.loads((job / "coco_results.json").read_text())
+    keys = [(r["image_id"], r["category_id"], tuple(r["bbox"])) for r in res]
+    assert len(keys) == len(set(keys)) == full["detections"]
+    assert {r["image_id"] for r in res} == set(range(1, len(scenes) + 1))
+
+    # a second resume has nothing left to do
+    again = predict_files(fake_model, scenes, job, formats=ALL, min_score=0.01, resume=True)
+    assert again["scored"] == 0 and again["resumed"] == len(scenes)
+
+
+def test_unreadable_inputs_are_skipped_and_named(fake_model, scenes, tmp_path, caplog):
+    good = [Path(s) for s in scenes[:2]]
+    d = tmp_path / "in"
+    d.mkdir()
+    for g in good:
+        shutil.copy(g, d / g.name)
+    (d / "corrupt.tif").write_bytes(os.urandom(5000))
+    (d / "empty.tif").write_bytes(b"")
+    with rasterio.open(d / "oneband.tif", "w", driver="GTiff", width=300, height=300, count=1, dtype="uint8") as ds:
+        ds.write(np.full((1, 300, 300), 90, np.uint8))
+    shutil.copy(good[0], d / "truncated.tif")
+    os.truncate(d / "truncated.tif", os.path.getsize(d / "truncated.tif") // 2)
+    bad = ["corrupt.tif", "empty.tif", "oneband.tif", "truncated.tif"]
+    out = tmp_path / "out"
+
+    with caplog.at_level(logging.ERROR, logger="revet.predict"):
+        rc = main(["predict", str(fake_model), str(d), str(d / "missing.tif"), "--out", str(out),
+                   "--format", "geojson,csv", "--min-score", "0.01", "--no-progress"])
+    assert rc == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    for name in bad + ["missing.tif"]:
+        assert any(str(d / name) in m for m in errors), f"no error naming {name}: {errors}"
+    assert any("band" in m for m in errors if "oneband" in m)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(Path(f["path"]).name for f in summary["failed"]) == sorted(bad + ["missing.tif"])
+    assert summary["scored"] == 2 and summary["complete"]
+    for g in good:
+        fc = json.loads((out / f"{g.stem}.geojson").read_text())
+        assert len(fc["features"]) > 0
+    assert {p.stem for p in out.glob("*.geojson")} == {g.stem for g in good}
+    assert len(read_journal(out / "journal.jsonl")) == 2
+
+    # resuming retries the failures (still bad) and skips the good ones
+    again = predict_files(fake_model, [str(d)], out, formats="geojson,csv", min_score=0.01, resume=True)
+    assert again["resumed"] == 2 and again["scored"] == 0 and len(again["failed"]) == 4
+
+
+def test_coco_dataset_input_carries_its_ids(fake_model, synth_small, tmp_path):
+    src = json.loads((synth_small / "test.json").read_text())
+    new_cat = {"bunker": 7, "revetment": 3, "shelter": 11}
+    old_names = {c["id"]: c["name"] for c in src["categories"]}
+    img_ids = {im["id"]: 100 + 7 * i for i, im in enumerate(src["images"])}
+    data = {
+        "images": [{**im, "id": img_ids[im["id"]], "file_name": str(synth_small / im["file_name"])}
+                   for im in src["images"][:4]],
+        "annotations": [{**a, "image_id": img_ids[a["image_id"]], "category_id": new_cat[old_names[a["category_id"]]]}
+                        for a in src["annotations"] if a["image_id"] in list(img_ids)[:4]],
+        "categories": [{"id": 1, "name": "decoy"}] + [{"id": v, "name": k} for k, v in new_cat.items()][::-1],
+    }
+    coco = tmp_path / "data" / "subset.json"
+    coco.parent.mkdir()
+    coco.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    summary = predict_files(fake_model, [str(coco)], out, formats="coco,geojson", min_score=0.01)
+    assert summary["category_ids"] == new_cat and not summary["failed"]
+    res = json.loads((out / "coco_results.json").read_text())
+    assert {r["image_id"] for r in res} == {im["id"] for im in data["images"]}
+    assert {r["category_id"] for r in res} == set(new_cat.values())
+    for im in data["images"]:
+        stem = Path(im["file_name"]).stem
+        per = json.loads((out / f"{stem}.coco.json").read_text())
+        feats = json.loads((out / f"{stem}.geojson").read_text())["features"]
+        assert len(per) == len(feats) > 0 and all(r["image_id"] == im["id"] for r in per)
+        for r, f in zip(per, feats):  # same order: the category id is the class's, by name
+            assert r["category_id"] == new_cat[f["properties"]["class"]]
+            x1, y1, x2, y2 = f["properties"]["pixel_box"]
+            np.testing.assert_allclose(r["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=0.02)
+
+    # single-file mode: one COCO results file for the dataset
+    one = tmp_path / "results.json"
+    predict_files(fake_model, [str(coco)], one, min_score=0.01)
+    assert sorted(map(json.dumps, json.loads(one.read_text()))) == sorted(map(json.dumps, res))
+
+
+def test_manifest_relative_paths_and_unique_names(fake_model, scenes, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / "lists" / sub).mkdir(parents=True)
+        shutil.copy(scenes[0], tmp_path / "lists" / sub / "tile.tif")
+    manifest = tmp_path / "lists" / "job.txt"
+    manifest.write_text("# two files with the same stem, one twice\na/tile.tif\n\nb/tile.tif\n./a/tile.tif\n"
+                        f"{scenes[1]}\n")
+    found, cats = collect_scenes([str(manifest)])
+    assert [s.name for s in found] == ["tile", "tile-2", Path(scenes[1]).stem] and not cats
+    assert [s.image_id for s in found] == [1, 2, 3]
+    out = tmp_path / "out"
+    summary = predict_files(fake_model, [str(manifest)], out, formats="geojson")
+    assert summary["scored"] == 3
+    assert sorted(p.name for p in out.glob("*.geojson")) == sorted(["tile.geojson", "tile-2.geojson",
+                                                                    Path(scenes[1]).stem + ".geojson"])
+    a = json.loads((out / "tile.geojson").read_text())["features"]
+    b = json.loads((out / "tile-2.geojson").read_text())["features"]
+    assert a[0]["properties"]["source"].endswith(os.path.join("a", "tile.tif"))
+    assert b[0]["properties"]["source"].endswith(os.path.join("b", "tile.tif"))
+
+
+def test_single_file_mode_and_its_rules(fake_model, scenes, tmp_path):
+    import pyogrio.raw
+
+    out = tmp_path / "all.gpkg"
+    summary = predict_files(fake_model, scenes[:2], out, min_score=0.01)
+    assert summary["mode"] == "file" and summary["formats"] == ["gpkg"]
+    meta, _, geoms, fields = pyogrio.raw.read(out)
+    sources = set(fields[list(meta["fields"]).index("source")])
+    assert sources == set(scenes[:2]) and len(geoms) == summary["detections"]
+    with rasterio.open(scenes[0]) as ds:
+        assert rasterio.crs.CRS.from_user_input(meta["crs"]) == ds.crs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.gpkg"]
+    assert main(["predict", str(fake_model), scenes[0], "--out", str(tmp_path / "x.geojson"), "--resume"]) == 1
+    with pytest.raises(ValueError, match="formats"):
+        predict_files(fake_model, scenes[:1], tmp_path / "x.csv", formats="geojson")
+
+
+def test_resume_refuses_a_changed_job(fake_model, scenes, tmp_path):
+    out = tmp_path / "out"
+    predict_files(fake_model, scenes[:1], out, min_score=0.2)
+    with pytest.raises(ValueError, match="min_score"):
+        predict_files(fake_model, scenes[:1], out, min_score=0.5, resume=True)
+    # asking for a new format on resume rescores only for the missing outputs
+    s = predict_files(fake_model, scenes[:1], out, min_score=0.2, resume=True, formats="geojson,csv",
+                      quicklook=True)
+    assert s["scored"] == 1 and (out / (Path(scenes[0]).stem + ".quicklook.png")).is_file()
+
+
+def test_progress_line_has_rate_and_eta():
+    import io
+
+    buf = io.StringIO()
+    p = Progress(10, skipped=4, stream=buf, every=0.0)
+    p.t0 -= 2.0
+    p.update(2, "x.tif")
+    p.update(6, "y.tif")
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[6/10] 60%") and "ETA 0:00:04" in lines[0] and "x.tif" in lines[0]
+    assert lines[1].startswith("[10/10] 100%") and "ETA 0:00:00" in lines[1]
+
+
+def test_cli_options_and_torch_free_import():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_predict_command(p.add_subparsers(dest="command"))
+    a = p.parse_args(["predict", "m.onnx", "a.tif", "b/", "--out", "o", "--format", "gpkg,csv", "--resume",
+                      "--threads", "2", "--quicklook", "--device", "cpu", "--min-score", "0.2",
+                      "--overlap", "16", "--batch-size", "4"])
+    assert (a.formats, a.resume, a.threads, a.quicklook, a.device, a.min_score, a.overlap, a.batch_size) == \
+        ("gpkg,csv", True, 2, True, "cpu", 0.2, 16, 4)
+    code = ("import sys\n"
+            "import detector.predict, detector.predict_cli, detector.outputs, detector.quicklook\n"
+            "bad = [m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

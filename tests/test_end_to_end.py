@@ -1,0 +1,78 @@
+"""The whole path on tiny synthetic data: synth -> train -> export -> predict -> evaluate.
+
+Small enough for CI (about 2 minutes on 2 cores); it checks that the stages fit together and
+that the exported model is the trained one, not that it is accurate (benchmarks do that).
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+
+from detector.spec import SPEC_KEY, ModelSpec
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def trained(synth_small, tmp_path_factory):
+    from detector.train.fit import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(train=str(synth_small / "train.json"), val=str(synth_small / "val.json"),
+                      out=str(run), epochs=3, batch_size=8, crop=256, num_workers=0, warmup_steps=2)
+    return train(cfg)
+
+
+def test_checkpoint_holds_spec_and_logs(trained):
+    import torch
+
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    spec = ModelSpec.from_json(ckpt[SPEC_KEY])
+    assert spec.classes == ("bunker", "revetment", "shelter")
+    assert spec.dtype == "uint8" and spec.gsd == pytest.approx(0.5)
+    metrics = (trained.parent / "logs" / "metrics.csv").read_text()
+    assert "val/mAP50" in metrics and "train/loss" in metrics
+    assert (trained.parent / "last.ckpt").exists() and (trained.parent / "config.yaml").exists()
+
+
+def test_export_predict_evaluate(trained, synth_small, tmp_path):
+    from detector.evaluate import evaluate_model
+    from detector.export.onnx_export import export_checkpoint
+
+    onnx_path = tmp_path / "model.onnx"
+    report = export_checkpoint(trained, onnx_path)
+    assert report["passed"] and report["tiles"] == 8 and report["max_box_diff_px"] <= 0.01
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    import torch
+
+    assert ModelSpec.from_json(meta[SPEC_KEY]) == ModelSpec.from_json(
+        torch.load(trained, map_location="cpu", weights_only=True)[SPEC_KEY])
+
+    # evaluate: the ONNX model and the checkpoint give the same numbers
+    m_onnx = evaluate_model(onnx_path, synth_small / "test.json", out=tmp_path / "m.json")
+    m_ckpt = evaluate_model(trained, synth_small / "test.json")
+    assert m_onnx["mAP50"] == pytest.approx(m_ckpt["mAP50"], abs=1e-3)
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert set(saved["per_class"]) == {"bunker", "revetment", "shelter"}
+
+    # predict, torch-free, in a fresh interpreter through the CLI
+    out = tmp_path / "scene.geojson"
+    code = ("import sys; from detector.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "predict", str(onnx_path), str(synth_small / "scene.tif"),
+                        "--out", str(out), "--min-score", "0.01"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    fc = json.loads(out.read_text())
+    assert fc["type"] == "FeatureCollection"
+    with rasterio.open(synth_small / "scene.tif") as ds:
+        from rasterio.warp import transform_bounds
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    for f in fc["features"]:
+        lon, lat = np.array(f["geometry"]["coordinates"][0]).T
+        assert (w - 1e-6 <= lon).all() and (lon <= e + 1e-6).all() and (s - 1e-6 <= lat).all() and (lat <= n + 1e-6).all()
+        assert f["properties"]["class"] in ("bunker", "revetment", "shelter")
+        assert 0.01 <= f["properties"]["score"] <= 1
