@@ -43,27 +43,38 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels.images)
 
+    def load_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> raw image (H, W, C) as read and valid mask (H, W), cached when asked."""
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        image, valid, _ = raster.read_image(self.labels.images[i].path, self.spec.bands)
+        if self._cache is not None:
+            self._cache[i] = (image, valid)
+        return image, valid
+
+    def to_unit(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        unit = raster.scale_to_unit(image, self.spec.offset, self.spec.scale)
+        unit[~valid] = 0.0
+        return unit
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> unit image (H, W, C) float32, boxes (N, 4), labels (N,) (no offset, no augmentation)."""
         rec = self.labels.images[i]
-        if self._cache is not None and i in self._cache:
-            image, valid = self._cache[i]
-        else:
-            image, valid, _ = raster.read_image(rec.path, self.spec.bands)
-            if self._cache is not None:
-                self._cache[i] = (image, valid)
-        unit = raster.scale_to_unit(image, self.spec.offset, self.spec.scale)
-        unit[~valid] = 0.0
-        return unit, rec.boxes, rec.labels
+        return self.to_unit(*self.load_raw(i)), rec.boxes, rec.labels
 
-    def random_crop(self, unit: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
-        """Cut a ``crop``-sized window (see class doc). Returns (image, boxes, labels)."""
+    def random_crop(self, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                    rng: np.random.Generator):
+        """Cut a ``crop``-sized window (see class doc) of the raw image and its valid mask
+        (cropping before scaling keeps the per-sample cost proportional to the crop).
+        Returns (image, valid, boxes, labels)."""
         c = self.crop
-        h, w = unit.shape[:2]
+        h, w = image.shape[:2]
         if h < c or w < c:
-            pad = np.zeros((max(h, c), max(w, c), unit.shape[2]), unit.dtype)
-            pad[:h, :w] = unit
-            unit, h, w = pad, max(h, c), max(w, c)
+            pad = np.zeros((max(h, c), max(w, c), image.shape[2]), image.dtype)
+            pad[:h, :w] = image
+            vpad = np.zeros(pad.shape[:2], bool)
+            vpad[:h, :w] = valid
+            image, valid, h, w = pad, vpad, max(h, c), max(w, c)
         if len(boxes) and rng.random() < self.object_bias:
             x1, y1, x2, y2 = boxes[rng.integers(len(boxes))]
             # window origin range that keeps the chosen box whole (when it fits)
@@ -73,21 +84,24 @@ class DetectionDataset(Dataset):
             y0 = int(rng.integers(lo_y, hi_y + 1)) if hi_y >= lo_y else int(rng.integers(0, h - c + 1))
         else:
             x0, y0 = int(rng.integers(0, w - c + 1)), int(rng.integers(0, h - c + 1))
-        out = unit[y0:y0 + c, x0:x0 + c]
+        out, vout = image[y0:y0 + c, x0:x0 + c], valid[y0:y0 + c, x0:x0 + c]
         if len(boxes) == 0:
-            return out, boxes, labels
+            return out, vout, boxes, labels
         shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
         clipped = np.clip(shifted, 0, c)
         area = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
         inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
         keep = inside >= self.min_visibility * np.maximum(area, 1e-6)
-        return out, clipped[keep], labels[keep]
+        return out, vout, clipped[keep], labels[keep]
 
     def __getitem__(self, i: int):
-        unit, boxes, labels = self.load(i)
+        image, valid = self.load_raw(i)
+        rec = self.labels.images[i]
+        boxes, labels = rec.boxes, rec.labels
         if self.crop:
-            unit, boxes, labels = self.random_crop(unit, boxes, labels, np.random.default_rng(
+            image, valid, boxes, labels = self.random_crop(image, valid, boxes, labels, np.random.default_rng(
                 np.random.randint(0, 2**31 - 1)))
+        unit = self.to_unit(image, valid)
         if self.transform is not None:
             h, w = unit.shape[:2]
             boxes = np.clip(boxes, 0, [w, h, w, h])

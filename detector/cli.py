@@ -25,15 +25,18 @@ def _synth(a) -> int:
 
 
 def _train(a) -> int:
-    from detector.train.fit import config_from_file, train
+    from detector.train.fit import config_from_file, resume_config, train
 
     overrides = {"train": a.train, "val": a.val, "out": a.out, "arch": a.model, "epochs": a.epochs,
                  "max_time": a.max_time, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr,
-                 "seed": a.seed, "num_workers": a.workers,
+                 "seed": a.seed, "num_workers": a.workers, "precision": a.precision,
                  "bands": [int(b) for b in a.bands.split(",")] if a.bands else None,
-                 "classes": a.classes.split(",") if a.classes else None}
-    cfg = config_from_file(a.config, overrides)
-    best = train(cfg)
+                 "classes": a.classes.split(",") if a.classes else None,
+                 "weights": a.weights, "freeze": a.freeze, "patience": a.patience}
+    if a.resume:
+        best = train(resume_config(a.resume, {k: v for k, v in overrides.items() if k != "out"}), resume=True)
+    else:
+        best = train(config_from_file(a.config, overrides))
     print(best)
     return 0
 
@@ -42,7 +45,8 @@ def _export(a) -> int:
     from detector.export.onnx_export import ParityError, export_checkpoint
 
     try:
-        report = export_checkpoint(a.checkpoint, a.out, verify=a.verify)
+        report = export_checkpoint(a.checkpoint, a.out, verify=a.verify, fp16=a.fp16, int8=a.int8,
+                                   calibrate=a.calibrate)
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -92,15 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop", type=int, help="train on random crops of this size")
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
-    t.add_argument("--workers", type=int, help="data loader worker processes")
+    t.add_argument("--workers", type=int, help="data loader worker processes (0: load in the main process, cached)")
+    t.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed (fast on CPUs with AVX512-BF16), 16-mixed (GPU)")
     t.add_argument("--bands", help="1-based band list, e.g. 3,2,1")
     t.add_argument("--classes", help="comma-separated class names (default: the dataset's)")
+    t.add_argument("--weights", help="none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)")
+    t.add_argument("--freeze", type=int, help="freeze the stem and this many backbone stages (-1: all)")
+    t.add_argument("--patience", type=int, help="early stopping after this many validations without improvement")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.ckpt")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="checkpoint -> ONNX, with a parity check")
     e.add_argument("checkpoint")
     e.add_argument("--out", required=True)
     e.add_argument("--verify", help="COCO JSON of tiles for the parity check (default: the run's val set)")
+    e.add_argument("--fp16", action="store_true", help="also write MODEL.fp16.onnx (for GPUs) and report its mAP change")
+    e.add_argument("--int8", action="store_true", help="also write a static int8 MODEL.int8.onnx and report its mAP change")
+    e.add_argument("--calibrate", help="COCO JSON of tiles for int8 calibration (default: the verification set)")
     e.set_defaults(func=_export)
 
 

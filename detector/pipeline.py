@@ -37,7 +37,7 @@ def run_demo(out: str | Path, *, minutes: float = 10.0, n_train: int = 400, seed
 
     t = time.monotonic()
     cfg = TrainConfig(train=str(data / "train.json"), val=str(data / "val.json"), out=str(out / "run"),
-                      max_time=minutes, epochs=1000, seed=seed, **({"arch": model} if model else {}))
+                      max_time=minutes, epochs=1000, seed=seed, val_every=2, **({"arch": model} if model else {}))
     best = train(cfg)
     times["train_s"] = time.monotonic() - t
 

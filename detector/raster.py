@@ -101,6 +101,30 @@ def read_window(ds, window: Window, bands, *, fill: float = 0) -> tuple[np.ndarr
     return image, valid
 
 
+def read_window_resampled(ds, window: Window, bands, size: int, *, fill: float = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` (raster pixels, may be fractional and extend past the edge) resampled
+    to ``size`` x ``size`` pixels: bilinear for values, nearest for the valid mask.
+    Returns ``(size, size, C)`` image and ``(size, size)`` valid mask."""
+    from rasterio.enums import Resampling
+
+    check_bands(ds.name, ds.count, bands)
+    data = ds.read(list(bands), window=window, out_shape=(len(bands), size, size), boundless=True,
+                   fill_value=fill, resampling=Resampling.bilinear)
+    masks = ds.read_masks(list(bands), window=window, out_shape=(len(bands), size, size), boundless=True,
+                          resampling=Resampling.nearest)
+    # boundless mask reads mark outside pixels valid: clear them explicitly
+    col = window.col_off + (np.arange(size) + 0.5) * window.width / size
+    row = window.row_off + (np.arange(size) + 0.5) * window.height / size
+    inside = ((row >= 0) & (row < ds.height))[:, None] & ((col >= 0) & (col < ds.width))[None, :]
+    valid = (masks.min(axis=0) > 0) & inside
+    alpha = alpha_band(ds)
+    if alpha is not None and alpha not in bands:
+        a = ds.read(alpha, window=window, out_shape=(size, size), boundless=True, fill_value=0,
+                    resampling=Resampling.nearest)
+        valid &= a > 0
+    return np.ascontiguousarray(np.moveaxis(data, 0, -1)), valid
+
+
 def alpha_band(ds) -> int | None:
     """1-based index of the alpha band, if the raster has one."""
     for i, ci in enumerate(ds.colorinterp, start=1):

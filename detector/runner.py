@@ -116,16 +116,32 @@ class Detector:
 
     # ---------------------------------------------------------------- scenes
     def predict_scene(self, path: str | os.PathLike, *, min_score: float | None = None,
-                      overlap: int | None = None, batch_size: int = 8) -> Detections:
-        """Score a raster of any size window by window. Boxes in the raster's pixels."""
+                      overlap: int | None = None, batch_size: int = 8, resample: bool = True) -> Detections:
+        """Score a raster of any size window by window. Boxes in the raster's pixels.
+
+        When the raster's pixel size differs from the model's ``spec.gsd`` by more than 2 %
+        (both known), windows are resampled to the model's pixel size (bilinear) and boxes
+        mapped back, so objects appear at the size in pixels the model was trained on.
+        """
         path = Path(path)
         thr = self.spec.score_threshold if min_score is None else min_score
+        ov = self.spec.overlap if overlap is None else overlap
         with raster.open_raster(path) as ds:
             info = raster.raster_info(ds)
             raster.check_bands(path, ds.count, self.spec.bands)
-            det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size),
-                                      ds.width, ds.height, thr,
-                                      self.spec.overlap if overlap is None else overlap, batch_size)
+            f = 1.0
+            if resample and info.gsd and self.spec.gsd and abs(self.spec.gsd / info.gsd - 1) > 0.02:
+                f = self.spec.gsd / info.gsd  # raster pixels per model pixel
+            if f == 1.0:
+                det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size),
+                                          ds.width, ds.height, thr, ov, batch_size)
+            else:
+                vw, vh = int(np.ceil(ds.width / f)), int(np.ceil(ds.height / f))
+                det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size, f),
+                                          vw, vh, thr, ov, batch_size)
+                det.boxes = np.clip(det.boxes * np.float32(f), 0, [ds.width, ds.height, ds.width, ds.height]).astype(np.float32)
+                det.width, det.height = ds.width, ds.height
+                det.extra["resampled"] = f
         det.path, det.crs, det.transform = path, info.crs, info.transform
         return det
 
@@ -167,11 +183,17 @@ class Detector:
 
 
 class _RasterSource:
-    def __init__(self, ds, bands, tile: int) -> None:
-        self.ds, self.bands, self.tile = ds, list(bands), tile
+    """Windows of an open raster; with ``factor`` != 1, windows are in a virtual grid of
+    model-size pixels, each ``factor`` raster pixels wide, read resampled."""
+
+    def __init__(self, ds, bands, tile: int, factor: float = 1.0) -> None:
+        self.ds, self.bands, self.tile, self.factor = ds, list(bands), tile, factor
 
     def read(self, col: int, row: int):
-        return raster.read_window(self.ds, Window(col, row, self.tile, self.tile), self.bands)
+        t, f = self.tile, self.factor
+        if f == 1.0:
+            return raster.read_window(self.ds, Window(col, row, t, t), self.bands)
+        return raster.read_window_resampled(self.ds, Window(col * f, row * f, t * f, t * f), self.bands, t)
 
 
 class _ArraySource:

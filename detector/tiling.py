@@ -78,15 +78,29 @@ def merge_windows(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, win
     if n == 0:
         return np.zeros(0, np.int64)
     order = np.lexsort((-scores, truncated))  # untruncated first, then by score
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
     keep: list[int] = []
     suppressed = np.zeros(n, bool)
     areas = box_area(boxes)
-    for pos, i in enumerate(order):
+    # Overlapping boxes have centres closer than the largest box: bucket centres on a grid of
+    # that cell size and compare each box only with the 3 x 3 cells around it.
+    cell = max(float(np.max(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))), 1.0)
+    cx = np.floor((boxes[:, 0] + boxes[:, 2]) / 2 / cell).astype(np.int64)
+    cy = np.floor((boxes[:, 1] + boxes[:, 3]) / 2 / cell).astype(np.int64)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i in range(n):
+        buckets.setdefault((int(cx[i]), int(cy[i])), []).append(i)
+    buckets_np = {k: np.asarray(v, np.int64) for k, v in buckets.items()}
+    for i in order:
         if suppressed[i]:
             continue
         keep.append(i)
-        rest = order[pos + 1:]
-        rest = rest[(~suppressed[rest]) & (labels[rest] == labels[i]) & (window_ids[rest] != window_ids[i])]
+        near = [buckets_np[k] for k in ((cx[i] + dx, cy[i] + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1))
+                if k in buckets_np]
+        rest = np.concatenate(near)
+        rest = rest[(rank[rest] > rank[i]) & (~suppressed[rest]) & (labels[rest] == labels[i])
+                    & (window_ids[rest] != window_ids[i])]
         if len(rest) == 0:
             continue
         inter = pairwise_intersection(boxes[i:i + 1], boxes[rest])[0]

@@ -9,7 +9,9 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,21 +38,26 @@ class TrainConfig:
     bands: list[int] | None = None    # default: every band that is not alpha
     tile_size: int = 512
     overlap: int = 128
-    crop: int | None = None           # train on random crops of this size (None: whole tiles)
+    crop: int | None = 256            # train on random object-biased crops (None: whole images)
     epochs: int = 30
     max_time: float | None = None     # minutes
-    batch_size: int = 8
+    batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     warmup_steps: int = 50
     seed: int = 0
-    num_workers: int = 1
+    num_workers: int = 0              # 0: load in the main process with an in-memory cache
     photometric: bool = True
     accelerator: str = "auto"
     devices: int | str = 1
-    precision: str = "32-true"
+    precision: str = "auto"           # auto: bf16-mixed where the CPU/GPU has bf16, else 32-true
     val_every: int = 1                # epochs between validations
+    report: bool = True               # write curves, PR curves, confusion matrix, metrics.json
+    save_at_minutes: list[float] | None = None  # extra checkpoints ckpt_<M>min.ckpt at these wall-clock times
+    weights: str | None = None        # none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)
+    freeze: int = 0                   # backbone stages to freeze (-1: the whole backbone body)
+    patience: int | None = None       # early stopping: validations without val mAP@0.5 improving
     threads: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -59,6 +66,22 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.crop is not None and self.crop % 32:
             raise ValueError(f"crop must be a multiple of 32, got {self.crop}")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> ``bf16-mixed`` on GPUs with bf16 and on CPUs with AVX512-BF16/AMX (about 2x
+    faster training here, weights kept in float32), else ``32-true``."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "32-true"
+    return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
 
 
 def config_from_file(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
@@ -141,12 +164,62 @@ def load_labels(cfg: TrainConfig) -> tuple[LabelSet, LabelSet]:
     return train.remap(classes), val.remap(classes)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run training; returns the path of ``best.ckpt`` (best validation mAP@0.5)."""
+def _loggers(out: Path) -> list:
+    """CSV logs always (``logs/metrics.csv``); TensorBoard too when it is installed."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers = [CSVLogger(out, name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    return loggers
+
+
+def _read_csv(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _merge_csv(path: Path, earlier: list[dict]) -> None:
+    """Write ``earlier`` rows (those before the resumed run's first step) then the new ones."""
+    import csv
+
+    new = _read_csv(path)
+    first = min((int(r["step"]) for r in new if r.get("step")), default=None)
+    rows = [r for r in earlier if first is None or not r.get("step") or int(r["step"]) < first] + new
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
+    """The config of an earlier run (``RUN_DIR/config.yaml``) with ``overrides`` applied."""
+    run = Path(run_dir)
+    if not (run / "last.ckpt").exists():
+        raise FileNotFoundError(f"{run}: no last.ckpt to resume from")
+    return config_from_file(run / "config.yaml", {**overrides, "out": str(run)})
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
+    """Run training; returns the path of ``best.ckpt`` (best validation mAP@0.5).
+
+    With ``resume``, training continues from ``cfg.out/last.ckpt`` (saved at the end of every
+    epoch) with the optimizer, schedule and epoch counter restored.
+    """
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from detector.datasets.augment import train_transform
     from detector.datasets.torchdata import DetectionDataModule, DetectionDataset
@@ -176,23 +249,57 @@ def train(cfg: TrainConfig) -> Path:
     module = DetectionModule(spec.to_json(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                              optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
                              max_steps=steps_per_epoch * cfg.epochs, max_minutes=cfg.max_time)
-    for stale in ("best.ckpt", "last.ckpt"):
-        (out / stale).unlink(missing_ok=True)
+    if cfg.weights and cfg.weights != "none" and not resume:
+        from detector.train.weights import format_report, load_weights
+
+        report = load_weights(module.model, spec, cfg.weights)
+        (out / "weights_report.json").write_text(json.dumps(report, indent=2, default=str))
+        log.info("%s", format_report(report))
+    if cfg.freeze:
+        from detector.train.weights import freeze
+
+        log.info("froze %d parameters", freeze(module.model, backbone_stages=cfg.freeze))
+    if not resume:
+        for stale in ("best.ckpt", "last.ckpt"):
+            (out / stale).unlink(missing_ok=True)
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/mAP50", mode="max",
-                           save_top_k=1, save_last=True, auto_insert_metric_name=False)
+                           save_top_k=1, auto_insert_metric_name=False)
+    # monitor=None + top_k=1: overwritten at the end of every training epoch (for --resume)
+    last = ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)
+    callbacks: list = [best, last]
+    if cfg.patience:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val/mAP50", mode="max", patience=cfg.patience))
+    if cfg.save_at_minutes:
+        from detector.train.callbacks import TimedCheckpoints
+
+        callbacks.append(TimedCheckpoints(out, cfg.save_at_minutes))
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.epochs,
         max_time={"minutes": cfg.max_time} if cfg.max_time else None,
-        accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
-        callbacks=[best], logger=CSVLogger(out, name="logs", version=""),
+        accelerator=cfg.accelerator, devices=cfg.devices,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),
+        callbacks=callbacks, logger=_loggers(out),
         check_val_every_n_epoch=cfg.val_every, log_every_n_steps=max(1, min(10, steps_per_epoch)),
         enable_progress_bar=os.isatty(1), enable_model_summary=False, deterministic=False,
     )
     t0 = time.monotonic()
-    trainer.fit(module, datamodule=data)
-    log.info("trained %d epochs in %.1f min", trainer.current_epoch, (time.monotonic() - t0) / 60)
+    earlier = _read_csv(out / "logs" / "metrics.csv") if resume else []
+    trainer.fit(module, datamodule=data, ckpt_path=str(out / "last.ckpt") if resume else None)
+    if earlier:  # Lightning's CSV logger starts the file afresh on resume: keep the earlier rows
+        _merge_csv(out / "logs" / "metrics.csv", earlier)
+    seconds = time.monotonic() - t0
+    log.info("trained %d epochs in %.1f min", trainer.current_epoch, seconds / 60)
     path = Path(best.best_model_path) if best.best_model_path else out / "last.ckpt"
     if path != out / "best.ckpt" and path.exists():
-        os.replace(path, out / "best.ckpt")
+        shutil.copyfile(path, out / "best.ckpt")
         path = out / "best.ckpt"
+    if cfg.report:
+        from detector.train.run_report import write_run_report
+
+        write_run_report(out, checkpoint=path, train_seconds=seconds)
     return path

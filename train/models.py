@@ -8,9 +8,14 @@ The model takes images scaled to [0, 1] (see ``detector.raster.scale_to_unit``).
 Class index convention: the model's label ``i`` means ``spec.classes[i]``. Torchvision's
 SSD and Faster R-CNN reserve label 0 for background; the builders hide that offset behind
 ``num_classes + 1`` and the export adapter removes it.
+
+Builders use random weights; ``PRETRAINED[name]`` says which torchvision COCO detector and
+ImageNet classifier fit the architecture, and ``train/weights.py`` loads them. The torchvision
+families below the CPU models keep torchvision's module layout so its files load by name.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -22,7 +27,6 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBo
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.models.detection import _utils as det_utils
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from detector.spec import ModelSpec
@@ -64,16 +68,49 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 BACKGROUND_OFFSET: dict[str, int] = {}
 
 
-def register(name: str, *, background: bool):
+@dataclass(frozen=True)
+class PretrainedInfo:
+    """Where published weights for an architecture come from (used by ``train/weights.py``).
+
+    Attributes:
+        coco: torchvision weights enum entry of the COCO detector of the same family, e.g.
+            ``"FCOS_ResNet50_FPN_Weights.COCO_V1"``; None: none published.
+        imagenet: torchvision weights enum entry of the backbone's ImageNet classifier.
+        coco_key: maps a key of the COCO state dict to this model's key (None: drop it), for
+            builders whose module layout differs from torchvision's.
+        imagenet_key: maps a key of the classifier's state dict to this model's key.
+    """
+
+    coco: str | None = None
+    imagenet: str | None = None
+    coco_key: Callable[[str], str | None] = (lambda k: k)
+    imagenet_key: Callable[[str], str | None] = (lambda k: None)
+
+
+PRETRAINED: dict[str, PretrainedInfo] = {}
+
+
+def register(name: str, *, background: bool, pretrained: PretrainedInfo | None = None):
     def deco(fn):
         _REGISTRY[name] = fn
         BACKGROUND_OFFSET[name] = 1 if background else 0
+        PRETRAINED[name] = pretrained or PretrainedInfo()
         return fn
     return deco
 
 
 def available() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def _body_key(k: str) -> str | None:
+    """ImageNet classifier key -> key under ``backbone.body`` (torchvision's FPN backbones:
+    ResNet ``conv1``, ``layer1``..; MobileNet ``features.N`` -> ``N``). Classifier heads drop."""
+    if k.startswith(("fc.", "classifier.")):
+        return None
+    if k.startswith("features."):
+        k = k[len("features."):]
+    return "backbone.body." + k
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -114,9 +151,38 @@ def _adapt_first_conv(module: nn.Module, in_channels: int) -> None:
     raise ValueError("no 3-channel first convolution found to adapt")
 
 
-@register("ssdlite", background=True)
+def _ssdlite_imagenet_key(k: str) -> str | None:
+    """MobileNetV3-Large classifier key -> key in torchvision's SSDlite extractor, which splits
+    ``features`` at block 13 (C4) after its expansion conv: ``features.0`` holds blocks 0-12
+    and ``13.block.0``; ``features.1`` holds ``13.block.1:`` and blocks 14-16."""
+    if not k.startswith("features."):
+        return None
+    _, i, rest = k.split(".", 2)
+    i = int(i)
+    if i < 13:
+        return f"backbone.features.0.{i}.{rest}"
+    if i == 13:
+        _, j, tail = rest.split(".", 2)  # block.J.tail
+        return f"backbone.features.0.13.{tail}" if j == "0" else f"backbone.features.1.0.{j}.{tail}"
+    return f"backbone.features.1.{i - 13}.{rest}"
+
+
+@torch.no_grad()
+def _out_channels(backbone: nn.Module, in_channels: int, size: int = 64) -> list[int]:
+    """Channels of each feature map (torchvision's ``retrieve_out_channels`` feeds 3 bands;
+    channels do not depend on the probe's size)."""
+    was = backbone.training
+    backbone.eval()
+    feats = backbone(torch.zeros(1, in_channels, size, size))
+    backbone.train(was)
+    return [f.shape[1] for f in feats.values()]
+
+
+@register("ssdlite", background=True, pretrained=PretrainedInfo(
+    coco="SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+    imagenet="MobileNet_V3_Large_Weights.IMAGENET1K_V1", imagenet_key=_ssdlite_imagenet_key))
 def ssdlite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
-    """SSDlite, MobileNetV3-Large backbone, at native tile size, default boxes 12-160 px for
+    """SSDlite, MobileNetV3-Large backbone, at native tile size, default boxes 14-300 px for
     small overhead objects (torchvision's 320-px COCO defaults are far too large)."""
     from torchvision.models import mobilenet_v3_large
 
@@ -128,7 +194,7 @@ def ssdlite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> 
     # Scales are fractions of the tile size: 12 px .. 300 px at 512.
     px = [14, 28, 56, 96, 150, 220, 300]
     anchors = PixelBoxGenerator([[2, 3]] * 6, [p / tile_size for p in px], tile_size)
-    out_channels = det_utils.retrieve_out_channels(backbone, size)
+    out_channels = _out_channels(backbone, in_channels)
     head = SSDLiteHead(out_channels, anchors.num_anchors_per_location(), num_classes + 1, norm)
     return SSD(backbone, anchors, size, num_classes + 1, head=head, score_thresh=0.001,
                nms_thresh=0.5, detections_per_img=100, topk_candidates=300)
@@ -153,7 +219,10 @@ def _shrink_fcos_head(model: FCOS, n: int) -> None:
             tower.add_module(str(i), layer)
 
 
-@register("fcos_resnet18", background=False)
+_RESNET18 = PretrainedInfo(imagenet="ResNet18_Weights.IMAGENET1K_V1", imagenet_key=_body_key)
+
+
+@register("fcos_resnet18", background=False, pretrained=_RESNET18)
 def fcos_resnet18(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
     """FCOS, ResNet-18 FPN with 128 channels (P3-P5 + P6, P7), 2-conv head towers:
     about 2.8x fewer FLOPs than torchvision's 256-channel, 4-conv default."""
@@ -166,7 +235,7 @@ def fcos_resnet18(*, num_classes: int, in_channels: int = 3, tile_size: int = 51
     return _fcos(backbone, num_classes, (8, 16, 32, 64, 128), head_convs=2)
 
 
-@register("fcos_lite", background=False)
+@register("fcos_lite", background=False, pretrained=_RESNET18)
 def fcos_lite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
     """FCOS on a ResNet-18 cut after layer3 with a 96-channel FPN on strides 8, 16 (and 32) and
     2-conv head towers: sized for 10-150 px objects, and cheap, since ResNet convolutions run
@@ -179,3 +248,106 @@ def fcos_lite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -
     # FPN levels: P3 (stride 8), P4 (16) and a max-pooled P5 (32) for the largest objects.
     backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1"}, [128, 256], 96)
     return _fcos(backbone, num_classes, (8, 16, 32), head_convs=2)
+
+
+# ---------------------------------------------------------------- torchvision families (GPU)
+# Same module layout as torchvision's builders, so its COCO weights load by name; only anchor
+# sizes (16-256 px rather than COCO's 32-512), score thresholds and the input transform differ.
+
+_RESNET50 = "ResNet50_Weights.IMAGENET1K_V1"  # the backbone torchvision's COCO detectors start from
+
+
+def _resnet50_fpn(in_channels: int, returned_layers, extra_blocks=None, norm_layer=None) -> nn.Module:
+    from torchvision.models import resnet50
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+
+    body = resnet50(weights=None)
+    _adapt_first_conv(body, in_channels)
+    # trainable_layers=5: nothing frozen here; freezing is train.weights.freeze's job.
+    return _resnet_fpn_extractor(body, 5, returned_layers=returned_layers, extra_blocks=extra_blocks,
+                                 norm_layer=norm_layer)
+
+
+@register("fcos_resnet50", background=False, pretrained=PretrainedInfo(
+    coco="FCOS_ResNet50_FPN_Weights.COCO_V1", imagenet=_RESNET50, imagenet_key=_body_key))
+def fcos_resnet50(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
+    """FCOS, ResNet-50 FPN (P3-P7, 256 channels, 4-conv head towers): torchvision's
+    ``fcos_resnet50_fpn``. Level size ranges start at 8 px (P3: objects up to 64 px)."""
+    backbone = _resnet50_fpn(in_channels, [2, 3, 4], LastLevelP6P7(256, 256))
+    return _fcos(backbone, num_classes, (8, 16, 32, 64, 128), head_convs=4)
+
+
+def _octaves(sizes) -> tuple[tuple[int, ...], ...]:
+    return tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in sizes)
+
+
+@register("retinanet_resnet50_v2", background=False, pretrained=PretrainedInfo(
+    coco="RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1", imagenet=_RESNET50, imagenet_key=_body_key))
+def retinanet_resnet50_v2(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
+    """RetinaNet v2, ResNet-50 FPN (P3-P7), GroupNorm head, GIoU loss: torchvision's
+    ``retinanet_resnet50_fpn_v2`` with anchors of 16-406 px (3 octaves x 3 ratios per level,
+    as COCO's 32-812 px halved), so 10-px objects still match an anchor."""
+    from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
+
+    backbone = _resnet50_fpn(in_channels, [2, 3, 4], LastLevelP6P7(2048, 256))
+    anchors = AnchorGenerator(_octaves([16, 32, 64, 128, 256]), ((0.5, 1.0, 2.0),) * 5)
+    head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
+                         norm_layer=partial(nn.GroupNorm, 32))
+    head.regression_head._loss_type = "giou"
+    return RetinaNet(backbone, num_classes, anchor_generator=anchors, head=head, score_thresh=0.05,
+                     nms_thresh=0.5, detections_per_img=100, topk_candidates=1000)
+
+
+def _faster_rcnn(backbone, num_classes: int, anchors, **kw) -> nn.Module:
+    from torchvision.models.detection.faster_rcnn import FasterRCNN
+
+    # Denser proposals than torchvision's defaults: scenes hold many small objects per tile.
+    return FasterRCNN(backbone, num_classes + 1, rpn_anchor_generator=anchors, box_score_thresh=0.01,
+                      box_detections_per_img=100, **kw)
+
+
+@register("fasterrcnn_resnet50_v2", background=True, pretrained=PretrainedInfo(
+    coco="FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1", imagenet=_RESNET50, imagenet_key=_body_key))
+def fasterrcnn_resnet50_v2(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
+    """Faster R-CNN v2, ResNet-50 FPN (P2-P6, BatchNorm FPN, 2-conv RPN, 4-conv box head):
+    torchvision's ``fasterrcnn_resnet50_fpn_v2`` with anchors of 16-256 px (one size per level,
+    3 ratios) rather than 32-512. Two-stage: no fixed-output export adapter."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+    from torchvision.models.detection.rpn import RPNHead
+
+    backbone = _resnet50_fpn(in_channels, [1, 2, 3, 4], norm_layer=nn.BatchNorm2d)
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+    rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
+    box_head = FastRCNNConvFCHead((backbone.out_channels, 7, 7), [256, 256, 256, 256], [1024],
+                                  norm_layer=nn.BatchNorm2d)
+    return _faster_rcnn(backbone, num_classes, anchors, rpn_head=rpn_head, box_head=box_head)
+
+
+# Our MobileNet FPN reads blocks 6, 12, 16 (strides 8, 16, 32); torchvision's reads 13 and 16
+# (both stride 32: too coarse for 10-px objects). Its FPN level i is our level i + 1.
+_MNV3_RETURN = {"6": "0", "12": "1", "16": "2"}
+
+
+def _fasterrcnn_mobilenet_coco_key(k: str) -> str | None:
+    for part in ("backbone.fpn.inner_blocks.", "backbone.fpn.layer_blocks."):
+        if k.startswith(part):
+            i, rest = k[len(part):].split(".", 1)
+            return f"{part}{int(i) + 1}.{rest}"
+    return k
+
+
+@register("fasterrcnn_mobilenet", background=True, pretrained=PretrainedInfo(
+    coco="FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1", coco_key=_fasterrcnn_mobilenet_coco_key,
+    imagenet="MobileNet_V3_Large_Weights.IMAGENET1K_V1", imagenet_key=_body_key))
+def fasterrcnn_mobilenet(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
+    """Faster R-CNN, MobileNetV3-Large FPN on strides 8, 16, 32 (+ max-pooled 64), anchors of
+    16-192 px (two sizes per level, 3 ratios). torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``
+    uses only stride-32 maps and 32-512 px anchors. Two-stage: no fixed-output export adapter."""
+    from torchvision.models import mobilenet_v3_large
+
+    net = mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d)
+    _adapt_first_conv(net, in_channels)
+    channels = [net.features[int(i)].out_channels for i in _MNV3_RETURN]
+    backbone = BackboneWithFPN(net.features, _MNV3_RETURN, channels, 256)
+    anchors = AnchorGenerator(((16, 24), (32, 48), (64, 96), (128, 192)), ((0.5, 1.0, 2.0),) * 4)
+    return _faster_rcnn(backbone, num_classes, anchors)

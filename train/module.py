@@ -82,8 +82,9 @@ class DetectionModule(L.LightningModule):
         preds = self.model(images)
         off = self.label_offset
         for p, t in zip(preds, targets):
-            self._val.append(ImageEval(t["boxes"].cpu().numpy(), t["labels"].cpu().numpy() - off,
-                                       p["boxes"].cpu().numpy(), p["scores"].cpu().numpy(),
+            # .float(): under bf16 autocast the outputs are bfloat16, which numpy lacks
+            self._val.append(ImageEval(t["boxes"].float().cpu().numpy(), t["labels"].cpu().numpy() - off,
+                                       p["boxes"].float().cpu().numpy(), p["scores"].float().cpu().numpy(),
                                        p["labels"].cpu().numpy() - off))
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,93 @@
+"""Runner behaviour with a transparent backend: it reports each bright square it sees in a
+window (cut off by the window edge if need be), so window placement, merging across overlaps,
+nodata handling and resampling can be checked exactly, without a trained model."""
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from scipy import ndimage
+
+from detector.runner import Detector
+from detector.spec import ModelSpec
+
+SPEC = ModelSpec(classes=("square",), bands=(1, 2, 3), tile_size=128, overlap=48, gsd=0.5,
+                 score_threshold=0.5, max_detections=20)
+
+
+class BrightSquares:
+    """Backend: connected bright regions of each tile -> boxes, score 0.9, label 0."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.seen_sizes = []
+        self.tiles = 0
+
+    def run(self, batch):
+        b, _, t, _ = batch.shape
+        self.tiles += b
+        d = self.spec.max_detections
+        boxes = np.zeros((b, d, 4), np.float32)
+        scores = np.zeros((b, d), np.float32)
+        labels = np.zeros((b, d), np.int64)
+        for k in range(b):
+            lab, n = ndimage.label(batch[k, 0] > 200)
+            for j, sl in enumerate(ndimage.find_objects(lab)[:d]):
+                ys, xs = sl
+                boxes[k, j] = (xs.start, ys.start, xs.stop, ys.stop)
+                scores[k, j] = 0.9
+                self.seen_sizes.append((xs.stop - xs.start, ys.stop - ys.start))
+        return boxes, scores, labels
+
+
+def _scene(path, squares, size, gsd=0.5, nodata_cols=0):
+    img = np.full((3, size, size), 60, np.uint8)
+    for x, y, s in squares:
+        img[:, y:y + s, x:x + s] = 255
+    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32637",
+                   transform=from_origin(500000, 4000000, gsd, gsd), nodata=0)
+    if nodata_cols:
+        img[:, :, :nodata_cols] = 0
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(img)
+    return path
+
+
+def test_objects_across_window_edges_reported_once_whole(tmp_path):
+    # windows start at 0, 80, 160, ... (stride 80); squares of 30 px straddle the edges at 128, 208, ...
+    squares = [(115, 20, 30), (195, 195, 30), (20, 115, 30), (300, 40, 30), (50, 50, 30)]
+    path = _scene(tmp_path / "s.tif", squares, 400)
+    det = Detector(BrightSquares(SPEC), SPEC).predict_scene(path)
+    got = sorted(map(tuple, det.boxes.round().astype(int).tolist()))
+    want = sorted((x, y, x + s, y + s) for x, y, s in squares)
+    assert got == want  # each exactly once, with its whole extent
+
+
+def test_nodata_windows_skipped_and_no_detection_on_nodata(tmp_path):
+    squares = [(200, 200, 20)]
+    path = _scene(tmp_path / "s.tif", squares, 400, nodata_cols=170)
+    backend = BrightSquares(SPEC)
+    det = Detector(backend, SPEC).predict_scene(path)
+    assert det.boxes.round().astype(int).tolist() == [[200, 200, 220, 220]]
+    # window columns start at 0, 80, 160, 240, 272: the first column (0..128) is all nodata
+    assert det.extra["windows"] == 25 and backend.tiles == 20
+
+
+def test_resampled_when_pixel_size_differs(tmp_path):
+    # raster at 0.25 m: a 60 px square is 30 px at the model's 0.5 m
+    path = _scene(tmp_path / "fine.tif", [(100, 140, 60)], 400, gsd=0.25)
+    backend = BrightSquares(SPEC)
+    det = Detector(backend, SPEC).predict_scene(path)
+    assert det.extra["resampled"] == pytest.approx(2.0)
+    # the model saw the square at its own pixel size (whole in some window, cut in others)
+    assert max(w for w, h in backend.seen_sizes) in (30, 31) and max(h for w, h in backend.seen_sizes) in (30, 31)
+    np.testing.assert_allclose(det.boxes, [[100, 140, 160, 200]], atol=2)
+    same = Detector(BrightSquares(SPEC), SPEC).predict_scene(path, resample=False)
+    np.testing.assert_allclose(same.boxes, [[100, 140, 160, 200]], atol=0.5)
+
+
+def test_wrong_band_count_is_named(tmp_path):
+    path = tmp_path / "one.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 64, 64), np.uint8))
+    with pytest.raises(ValueError, match=r"one.tif: the model reads bands \[1, 2, 3\] but the image has 1 band"):
+        Detector(BrightSquares(SPEC), SPEC).predict_scene(path)

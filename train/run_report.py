@@ -1,0 +1,562 @@
+"""What happened in a training run: figures and numbers written into the run folder.
+
+    from detector.train.run_report import write_run_report
+    info = write_run_report("runs/revet")      # after train(cfg)
+
+Reads ``RUN_DIR/logs/metrics.csv`` (Lightning's CSVLogger), ``RUN_DIR/config.yaml`` (for the
+validation COCO file) and the best checkpoint, scores the validation set through the same
+:func:`detector.evaluate.evaluate_tiles` path as ``revet evaluate``, and writes into RUN_DIR:
+
+- ``curves.png``: training losses, validation mAP (and per-class AP@0.5) and the learning rate
+  against the global step, epoch ends marked;
+- ``pr_curves.png``, ``confusion.png``, ``sweep.png``: the evaluation report's figures
+  (:mod:`detector.report`) for the validation set;
+- ``val_grid.png``: up to ``grid_tiles`` validation tiles with true boxes (green, dashed) and
+  predictions at or above the operating threshold (magenta, solid, tagged ``class score``);
+- ``metrics.json``: mAP@0.5, mAP@0.5:0.95, per-class AP, precision/recall/F1 at the operating
+  threshold, the best-F1 threshold, what the log says about the training (epochs, steps, time,
+  best validation mAP) and which outputs were skipped and why.
+
+Nothing here raises at the end of a training run for a missing or partial log, checkpoint or
+validation file: each part is produced if its inputs allow, and ``skipped`` says why not.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw
+
+from detector import raster
+from detector.evaluate import evaluate_tiles, write_json
+from detector.report import (DET_COLOUR, GT_COLOUR, PALETTE, _display, _font, _Plot, plot_confusion,
+                             plot_pr_curves, plot_sweep)
+
+log = logging.getLogger("revet.train")
+
+GRID_CELL = 300      # px per tile in val_grid.png
+GRID_GAP = 8
+GRID_CAPTION = 22    # caption strip under each tile
+GRID_HEADER = 58     # title and legend
+GRID_COLS = 4
+
+
+def grid_size(n: int, cols: int = GRID_COLS) -> tuple[int, int]:
+    """(width, height) of a ``val_grid.png`` holding ``n`` tiles in ``cols`` columns."""
+    c = max(1, min(n, cols))
+    r = max(1, math.ceil(n / c))
+    return (c * GRID_CELL + (c + 1) * GRID_GAP,
+            GRID_HEADER + r * (GRID_CELL + GRID_CAPTION + GRID_GAP) + GRID_GAP)
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[float, float]]]:
+    """Lightning's ``metrics.csv`` -> ``{column: [(x, value), ...]}`` of the non-empty cells.
+
+    ``x`` is the row's ``step`` (global step), else its ``epoch``, else the row number. The
+    ``step`` and ``epoch`` columns themselves are included (x, x) when present. Cells that are
+    empty or not numbers are left out."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for i, row in enumerate(rows):
+        x = _num(row.get("step"))
+        if x is None:
+            x = _num(row.get("epoch"))
+        if x is None:
+            x = float(i)
+        for k, v in row.items():
+            if k is None:
+                continue
+            y = _num(v)
+            if y is not None:
+                series.setdefault(k, []).append((x, y))
+    return series
+
+
+def _num(v) -> float | None:
+    try:
+        y = float(v)
+    except (TypeError, ValueError):
+        return None
+    return y if math.isfinite(y) else None
+
+
+def training_summary(series: dict, run_dir: Path, train_seconds: float | None = None) -> dict:
+    """Epochs, steps, time and best validation mAP as far as the log (and file times) tell."""
+    out: dict = {}
+    if "epoch" in series:
+        out["epochs"] = int(max(v for _, v in series["epoch"])) + 1
+    if "step" in series:
+        out["last_logged_step"] = int(max(v for _, v in series["step"]))
+    # Lightning logs validation at the epoch's last step: that step + 1 steps were trained by then.
+    if "val/mAP50" in series:
+        best_x, best = max(series["val/mAP50"], key=lambda p: p[1])
+        out["validations"] = len(series["val/mAP50"])
+        out["best_val_mAP50"] = best
+        out["best_val_step"] = int(best_x)
+        out["last_val_mAP50"] = series["val/mAP50"][-1][1]
+    if "val/mAP50_95" in series:
+        out["last_val_mAP50_95"] = series["val/mAP50_95"][-1][1]
+    if "train/loss" in series:
+        out["first_train_loss"] = series["train/loss"][0][1]
+        out["last_train_loss"] = series["train/loss"][-1][1]
+    for key in ("time", "train/time", "elapsed", "train_time"):
+        if key in series:
+            out["time_s"], out["time_source"] = float(series[key][-1][1]), f"metrics.csv column {key!r}"
+            break
+    if train_seconds is not None:
+        out["time_s"], out["time_source"] = float(train_seconds), "measured by the caller"
+    elif "time_s" not in out:
+        start, end = run_dir / "config.yaml", run_dir / "last.ckpt"
+        if start.exists() and end.exists():
+            out["time_s"] = max(0.0, end.stat().st_mtime - start.stat().st_mtime)
+            out["time_source"] = "approximate: config.yaml written to last.ckpt written"
+    return out
+
+
+# -- curves.png ------------------------------------------------------------------------------
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if not hi > lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _nice_max(v: float) -> float:
+    """The first 'nice' tick at or above ``v`` (> 0), for the top of an axis."""
+    if not v > 0:
+        return 1.0
+    ticks = _nice_ticks(0.0, v)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else v
+    return ticks[-1] if ticks[-1] >= v - 1e-12 else ticks[-1] + step
+
+
+def _tick_text(v: float, step: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or step < 1e-4:
+        return f"{v:.1e}"
+    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    return f"{v:.{decimals}f}"
+
+
+class _Axes(_Plot):
+    """:class:`detector.report._Plot` with data ranges: ``x`` in ``xlim``, ``y`` in ``ylim``.
+
+    Lines (``line``) and their legend come from ``_Plot``; this adds range ticks, proper dashes
+    for sparse series, point markers and a note in place of missing data."""
+
+    def __init__(self, title: str, xlabel: str, ylabel: str, xlim, ylim, size=(1000, 330),
+                 legend_w: int = 250, xticks=None) -> None:
+        self.img = Image.new("RGB", size, "white")
+        self.d = ImageDraw.Draw(self.img)
+        self.l, self.t, self.r, self.b = 74, 36, size[0] - legend_w - 20, size[1] - 50
+        self.legend = []
+        self.xlim, self.ylim = (float(xlim[0]), float(xlim[1])), (float(ylim[0]), float(ylim[1]))
+        f, fs = _font(16), _font(13)
+        self.d.text(((self.l + self.r) / 2, 8), title, fill="black", font=f, anchor="mt")
+        xt = xticks if xticks is not None else _nice_ticks(*self.xlim)
+        yt = _nice_ticks(*self.ylim)
+        for v in xt:
+            if self.xlim[0] - 1e-9 <= v <= self.xlim[1] + 1e-9:
+                x = self.px(v, self.ylim[0])[0]
+                self.d.line([(x, self.t), (x, self.b)], fill=(225, 225, 225))
+                self.d.text((x, self.b + 6), _tick_text(v, xt[1] - xt[0] if len(xt) > 1 else 1), fill="black",
+                            font=fs, anchor="mt")
+        for v in yt:
+            if self.ylim[0] - 1e-9 <= v <= self.ylim[1] + 1e-9:
+                y = self.px(self.xlim[0], v)[1]
+                self.d.line([(self.l, y), (self.r, y)], fill=(225, 225, 225))
+                self.d.text((self.l - 6, y), _tick_text(v, yt[1] - yt[0] if len(yt) > 1 else 1), fill="black",
+                            font=fs, anchor="rm")
+        self.d.rectangle([self.l, self.t, self.r, self.b], outline="black")
+        self.d.text(((self.l + self.r) / 2, size[1] - 6), xlabel, fill="black", font=fs, anchor="mb")
+        h = self.b - self.t
+        label = Image.new("RGB", (h, 18), "white")
+        ImageDraw.Draw(label).text((h / 2, 9), ylabel, fill="black", font=fs, anchor="mm")
+        self.img.paste(label.rotate(90, expand=True), (4, self.t))
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        (x0, x1), (y0, y1) = self.xlim, self.ylim
+        fx = (x - x0) / (x1 - x0) if x1 > x0 else 0.5
+        fy = (y - y0) / (y1 - y0) if y1 > y0 else 0.5
+        fy = min(max(fy, -0.02), 1.02)  # an outlier stays at the frame, not over the labels
+        return (self.l + fx * (self.r - self.l), self.b - fy * (self.b - self.t))
+
+    def series(self, pts, colour, label: str, *, width: int = 2, dashed: bool = False) -> None:
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        if dashed:
+            self._dashes([self.px(x, y) for x, y in zip(xs, ys)], colour, width)
+            self.legend.append((label, colour, True))
+        else:
+            self.line(xs, ys, colour, label, width=width)
+        if len(pts) <= 40:  # markers show where the sparse points really are
+            for x, y in zip(xs, ys):
+                cx, cy = self.px(x, y)
+                self.d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
+
+    def _dashes(self, pts, colour, width: int, on: float = 7.0, off: float = 5.0) -> None:
+        pos = 0.0
+        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
+            seg = math.hypot(bx - ax, by - ay)
+            s = 0.0
+            while s < seg:
+                phase = pos % (on + off)
+                run = (on - phase) if phase < on else (on + off - phase)
+                e = min(seg, s + run)
+                if phase < on:
+                    self.d.line([(ax + (bx - ax) * s / seg, ay + (by - ay) * s / seg),
+                                 (ax + (bx - ax) * e / seg, ay + (by - ay) * e / seg)], fill=colour, width=width)
+                pos += e - s
+                s = e
+
+    def epoch_marks(self, ends: list[float]) -> None:
+        fs = _font(11)
+        for k, x in enumerate(ends):
+            if self.xlim[0] <= x <= self.xlim[1]:
+                px = self.px(x, self.ylim[0])[0]
+                for y in range(int(self.t), int(self.b), 6):
+                    self.d.line([(px, y), (px, y + 2)], fill=(170, 170, 170))
+                if len(ends) <= 20 or (k + 1) % math.ceil(len(ends) / 20) == 0:
+                    self.d.text((px - 2, self.t + 3), f"ep {k + 1}", fill=(120, 120, 120), font=fs, anchor="rt")
+
+    def note(self, text: str) -> None:
+        self.d.text(((self.l + self.r) / 2, (self.t + self.b) / 2), text, fill=(120, 120, 120),
+                    font=_font(15), anchor="mm")
+
+    def render(self) -> Image.Image:
+        fs = _font(13)
+        x0, y0 = self.r + 20, self.t + 4
+        fits = max(1, int(self.img.height - 10 - y0) // 19)
+        items = self.legend
+        if len(items) > fits:  # many classes: the rest are still drawn, only unnamed
+            items = items[:fits - 1]
+            self.d.text((x0, y0 + 19 * len(items) + 8), f"... and {len(self.legend) - len(items)} more",
+                        fill=(90, 90, 90), font=fs, anchor="lm")
+        for i, (text, colour, dashed) in enumerate(items):
+            y = y0 + 19 * i + 8
+            if dashed:
+                for k in range(0, 28, 9):
+                    self.d.line([(x0 + k, y), (x0 + k + 5, y)], fill=colour, width=3)
+            else:
+                self.d.line([(x0, y), (x0 + 28, y)], fill=colour, width=3)
+            self.d.text((x0 + 36, y), text, fill="black", font=fs, anchor="lm")
+        return self.img
+
+
+def plot_training_curves(series: dict, path: str | os.PathLike, *, title: str = "") -> tuple[Path, list[str]]:
+    """``curves.png`` from :func:`read_metrics_csv` output: three stacked panels sharing the step
+    axis (training losses; validation mAP@0.5, mAP@0.5:0.95 and per-class AP@0.5; learning
+    rate). A panel whose columns are missing says so. Returns (path, notes on what was missing)."""
+    path = Path(path)
+    notes: list[str] = []
+    losses = sorted((k for k in series if k.startswith("train/") and k != "train/time"),
+                    key=lambda k: (k != "train/loss", k))
+    losses += sorted(k for k in series if k.startswith("val/") and "loss" in k)
+    vals = [k for k in ("val/mAP50", "val/mAP50_95") if k in series]
+    per_class = sorted(k for k in series if k.startswith("val/AP50_"))
+    lrs = sorted(k for k in series if k == "lr" or k.startswith("lr-") or k.startswith("lr/"))
+    plotted = losses + vals + per_class + lrs
+    xs = [x for k in plotted for x, _ in series[k]]
+    if not xs:
+        raise ValueError("metrics.csv has no loss, validation or learning-rate values to plot")
+    xkey = "step" if "step" in series else "epoch" if "epoch" in series else "row"
+    xlabel = xkey + (" (dotted: end of each epoch)" if "epoch" in series and xkey == "step" else "")
+    xlim = (0.0, max(max(xs), 1.0))
+    ends = []
+    if "epoch" in series and "step" in series:
+        # The last step logged in each epoch (validation rows carry the epoch's last step).
+        last: dict[int, float] = {}
+        for (x, e) in series["epoch"]:
+            last[int(e)] = max(last.get(int(e), -1.0), x)
+        ends = [last[e] for e in sorted(last)]
+    xticks = _nice_ticks(*xlim, n=8)
+
+    panels = []
+    values = np.array([y for k in losses for _, y in series[k]] or [1.0])
+    top, clipped = float(values.max()), ""
+    p95 = float(np.percentile(values, 95))
+    if p95 > 0 and top > 2 * p95:  # an early spike would flatten the rest of the curve
+        top, clipped = 1.25 * p95, " (y axis clipped: early values off the top)"
+    ax = _Axes("Training loss" + (f" \u00b7 {title}" if title else "") + clipped, xlabel, "loss",
+               xlim, (min(0.0, float(values.min())), _nice_max(top)), xticks=xticks)
+    for i, k in enumerate(losses):
+        pts = series[k]
+        colour = (30, 30, 30) if k == "train/loss" else PALETTE[i % len(PALETTE)]
+        ax.series(pts, colour, f"{k} (last {pts[-1][1]:.3g})", width=3 if k == "train/loss" else 2)
+    if not losses:
+        ax.note("no training loss logged")
+        notes.append("no train/* loss columns in metrics.csv")
+    ax.epoch_marks(ends)
+    panels.append(ax.render())
+
+    ax = _Axes("Validation", xlabel, "mAP / AP", xlim, (0.0, 1.0), xticks=xticks)
+    for i, k in enumerate(vals):
+        pts = series[k]
+        ax.series(pts, [(30, 30, 30), (110, 110, 110)][i], f"{k[4:]} (last {pts[-1][1]:.3f})", width=3)
+    for i, k in enumerate(per_class):
+        pts = series[k]
+        ax.series(pts, PALETTE[i % len(PALETTE)], f"AP@0.5 {k[len('val/AP50_'):]} ({pts[-1][1]:.3f})",
+                  dashed=True)
+    if not vals and not per_class:
+        ax.note("no validation logged yet")
+        notes.append("no val/mAP50 or val/AP50_* columns in metrics.csv")
+    ax.epoch_marks(ends)
+    panels.append(ax.render())
+
+    lr_top = max((y for k in lrs for _, y in series[k]), default=1.0)
+    ax = _Axes("Learning rate", xlabel, "lr", xlim, (0.0, _nice_max(lr_top)),
+               size=(1000, 230), xticks=xticks)
+    for i, k in enumerate(lrs):
+        ax.series(series[k], PALETTE[i % len(PALETTE)], k)
+    if not lrs:
+        ax.note("no learning rate logged")
+        notes.append("no lr column in metrics.csv")
+    ax.epoch_marks(ends)
+    panels.append(ax.render())
+
+    img = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
+    y = 0
+    for p in panels:
+        img.paste(p, (0, y))
+        y += p.height
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path, notes
+
+
+# -- val_grid.png ----------------------------------------------------------------------------
+
+def _dashed_rect(d: ImageDraw.ImageDraw, box, colour, width: int = 2, on: int = 6, off: int = 4) -> None:
+    x1, y1, x2, y2 = box
+    for a, b, horizontal, fixed in ((x1, x2, True, y1), (x1, x2, True, y2), (y1, y2, False, x1), (y1, y2, False, x2)):
+        s = a
+        while s < b:
+            e = min(b, s + on)
+            d.line([(s, fixed), (e, fixed)] if horizontal else [(fixed, s), (fixed, e)], fill=colour, width=width)
+            s = e + off
+
+
+def pick_grid_images(run, n: int) -> list[int]:
+    """Indices of up to ``n`` images of ``run`` for the grid: those with ground truth or a
+    detection above the threshold first (in dataset order), then the rest."""
+    thr = run.threshold
+    busy, quiet = [], []
+    for i, im in enumerate(run.images):
+        has = len(im.gt_labels) > 0 or bool((np.asarray(im.scores) >= thr).any())
+        (busy if has else quiet).append(i)
+    return (busy + quiet)[:n]
+
+
+def draw_val_grid(run, path: str | os.PathLike, *, n: int = 8, cols: int = GRID_COLS) -> int:
+    """``val_grid.png``: up to ``n`` images of the :class:`detector.evaluate.EvalRun` ``run``,
+    ``cols`` per row, each scaled to ``GRID_CELL`` px (see :func:`grid_size`), true boxes green
+    and dashed, detections with ``score >= run.threshold`` magenta, solid and tagged
+    ``class score``. Returns the number of images drawn."""
+    idx = pick_grid_images(run, n)
+    if not idx:
+        raise ValueError("the validation set has no images")
+    c = max(1, min(len(idx), cols))
+    W, H = grid_size(len(idx), cols)
+    img = Image.new("RGB", (W, H), (245, 245, 245))
+    d = ImageDraw.Draw(img)
+    f, fs, ft = _font(16), _font(13), _font(12)
+    thr = run.threshold
+    d.text((GRID_GAP, 8), f"Validation tiles: predictions at score >= {thr:.2f} and ground truth", fill="black",
+           font=f)
+    ly = 36
+    _dashed_rect(d, (GRID_GAP, ly, GRID_GAP + 28, ly + 14), GT_COLOUR, 2)
+    d.text((GRID_GAP + 36, ly + 7), "ground truth (dashed)", fill="black", font=fs, anchor="lm")
+    x = GRID_GAP + 200
+    d.rectangle([x, ly, x + 28, ly + 14], outline=DET_COLOUR, width=2)
+    d.text((x + 36, ly + 7), "prediction: class score (solid)", fill="black", font=fs, anchor="lm")
+    d.text((W - GRID_GAP, ly + 7), f"{len(idx)} of {len(run.images)} images", fill=(90, 90, 90), font=fs,
+           anchor="rm")
+    bands = list(run.spec.bands)
+    for k, i in enumerate(idx):
+        r, q = divmod(k, c)
+        x0 = GRID_GAP + q * (GRID_CELL + GRID_GAP)
+        y0 = GRID_HEADER + r * (GRID_CELL + GRID_CAPTION + GRID_GAP)
+        im, src = run.images[i], run.sources[i]
+        image, _valid, _info = raster.read_image(src.path, bands)
+        h, w = image.shape[:2]
+        s = GRID_CELL / max(h, w)
+        tile = Image.fromarray(_display(image, run.spec)).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                                  Image.BILINEAR)
+        img.paste(tile, (x0, y0))
+        td = ImageDraw.Draw(img)
+        for b in np.asarray(im.gt_boxes, np.float64).reshape(-1, 4):
+            _dashed_rect(td, (x0 + b[0] * s, y0 + b[1] * s, x0 + b[2] * s - 1, y0 + b[3] * s - 1), GT_COLOUR, 2)
+        scores = np.asarray(im.scores)
+        keep = np.flatnonzero(scores >= thr)
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        rects = {j: (x0 + b[0] * s, y0 + b[1] * s, x0 + b[2] * s - 1, y0 + b[3] * s - 1)
+                 for j, b in ((j, np.asarray(im.boxes[j], np.float64)) for j in keep)}
+        for j in keep[::-1]:  # highest score drawn last, on top
+            td.rectangle(rects[j], outline=DET_COLOUR, width=2)
+        placed: list[tuple] = []
+        for j in keep:  # tags by score; a tag that would cover an earlier one is left out
+            bx = rects[j]
+            text = f"{run.classes[int(im.labels[j])]} {scores[j]:.2f}"
+            tw = td.textlength(text, font=ft)
+            tx = min(max(bx[0], x0), x0 + GRID_CELL - tw - 4)
+            ty = bx[1] - 15 if bx[1] - 15 >= y0 else bx[3] + 1  # above the box, else below it
+            ty = min(ty, y0 + GRID_CELL - 15)
+            tag = (tx, ty, tx + tw + 4, ty + 14)
+            if any(tag[0] < p[2] and p[0] < tag[2] and tag[1] < p[3] and p[1] < tag[3] for p in placed):
+                continue
+            placed.append(tag)
+            td.rectangle(tag, fill=DET_COLOUR)
+            td.text((tx + 2, ty + 7), text, fill="white", font=ft, anchor="lm")
+        cap = f"{Path(src.path).name} \u00b7 {len(im.gt_labels)} true, {len(keep)} predicted"
+        d.text((x0 + 2, y0 + GRID_CELL + GRID_CAPTION / 2), cap, fill="black", font=fs, anchor="lm")
+    path = Path(path)
+    img.save(path)
+    return len(idx)
+
+
+# -- metrics.json and the whole report -------------------------------------------------------
+
+def _val_path(run_dir: Path, val) -> Path:
+    if val is None:
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{cfg_path}: no config.yaml to find the validation set in; pass val=")
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        if not isinstance(cfg, dict) or not cfg.get("val"):
+            raise ValueError(f"{cfg_path}: no 'val' entry (the validation COCO file)")
+        val = cfg["val"]
+    p = Path(val)
+    if not p.exists() and not p.is_absolute() and (run_dir / p).exists():
+        p = run_dir / p  # relative to the run folder rather than the working directory
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: validation COCO file not found")
+    return p
+
+
+def _checkpoint_path(run_dir: Path, checkpoint) -> Path:
+    if checkpoint is not None:
+        p = Path(checkpoint)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: checkpoint does not exist")
+        return p
+    for name in ("best.ckpt", "last.ckpt"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise FileNotFoundError(f"{run_dir}: no best.ckpt or last.ckpt")
+
+
+def summarize_metrics(m: dict) -> dict:
+    """The headline numbers of an :func:`detector.metrics.evaluate_full` dict."""
+    per_class = {name: {k: c.get(k) for k in ("AP50", "AP", "recall50", "precision", "recall", "f1", "tp", "fp",
+                                                "fn", "num_gt")}
+                 for name, c in m["per_class"].items()}
+    return {"mAP50": m["mAP50"], "mAP50_95": m["mAP50_95"], "threshold": m["threshold"],
+            "operating": dict(m["operating"]), "best_f1": dict(m["sweep"]["best"]),
+            "per_class": per_class, "confusion": m["confusion"], "num_images": m["num_images"]}
+
+
+def write_run_report(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
+                     val: str | os.PathLike | None = None, device: str = "cpu", threshold: float | None = None,
+                     grid_tiles: int = 8, train_seconds: float | None = None) -> dict:
+    """Write the run's figures and ``metrics.json`` into ``run_dir`` (see the module doc).
+
+    ``checkpoint``: default ``run_dir/best.ckpt`` (``last.ckpt`` if there is no best);
+    ``val``: the validation COCO file, default the ``val`` of ``run_dir/config.yaml``;
+    ``threshold``: the operating score threshold, default the model spec's;
+    ``train_seconds``: the wall time of training if the caller measured it (else it is
+    estimated from file times).
+
+    Returns ``{"files": {name: path}, "skipped": {name: reason}, "mAP50", "mAP50_95",
+    "precision", "recall", "f1", "threshold", "best_f1_threshold", "epochs", "steps",
+    "time_s", "seconds"}`` (numbers None where unknown). Raises only if ``run_dir`` is not a
+    folder; everything else missing or broken is reported under ``skipped``.
+    """
+    t0 = time.monotonic()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder does not exist")
+    files: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+
+    def fail(names, e: BaseException) -> None:
+        reason = f"{type(e).__name__}: {e}" if not isinstance(e, (FileNotFoundError, ValueError)) else str(e)
+        for name in names:
+            skipped[name] = reason
+        log.warning("run report: skipped %s (%s)", ", ".join(names), reason)
+
+    series: dict = {}
+    csv_path = run_dir / "logs" / "metrics.csv"
+    try:
+        if not csv_path.exists():
+            raise FileNotFoundError(f"{csv_path}: no training log")
+        series = read_metrics_csv(csv_path)
+        p, missing = plot_training_curves(series, run_dir / "curves.png", title=run_dir.name)
+        files["curves.png"] = str(p)
+        notes += missing
+    except Exception as e:  # noqa: BLE001 - the report must not end a finished training run
+        fail(["curves.png"], e)
+    training = {}
+    try:
+        training = training_summary(series, run_dir, train_seconds)
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"training summary: {type(e).__name__}: {e}")
+
+    evaluation = None
+    run = None
+    ckpt = val_path = None
+    figures = ["pr_curves.png", "confusion.png", "sweep.png", "val_grid.png"]
+    try:
+        ckpt = _checkpoint_path(run_dir, checkpoint)
+        val_path = _val_path(run_dir, val)
+        run = evaluate_tiles(ckpt, val_path, threshold=threshold, device=device)
+        evaluation = summarize_metrics(run.metrics)
+    except Exception as e:  # noqa: BLE001
+        fail(figures + ["evaluation"], e)
+    if run is not None:
+        for name, draw in (("pr_curves.png", plot_pr_curves), ("confusion.png", plot_confusion),
+                           ("sweep.png", plot_sweep)):
+            try:
+                files[name] = str(draw(run.metrics, run_dir / name))
+            except Exception as e:  # noqa: BLE001
+                fail([name], e)
+        try:
+            shown = draw_val_grid(run, run_dir / "val_grid.png", n=grid_tiles)
+            files["val_grid.png"] = str(run_dir / "val_grid.png")
+            notes.append(f"val_grid.png shows {shown} of {len(run.images)} validation images")
+        except Exception as e:  # noqa: BLE001
+            fail(["val_grid.png"], e)
+
+    ev = evaluation or {}
+    op, best = ev.get("operating", {}), ev.get("best_f1", {})
+    result = {
+        "mAP50": ev.get("mAP50"), "mAP50_95": ev.get("mAP50_95"), "threshold": ev.get("threshold"),
+        "precision": op.get("precision"), "recall": op.get("recall"), "f1": op.get("f1"),
+        "best_f1_threshold": best.get("threshold"), "best_f1": best.get("f1"),
+        "epochs": training.get("epochs"), "steps": (training["last_logged_step"] + 1
+                                                    if "last_logged_step" in training else None),
+        "time_s": training.get("time_s"),
+    }
+    doc = {"run_dir": str(run_dir), "checkpoint": str(ckpt) if ckpt else None,
+           "val": str(val_path) if val_path else None, **result, "training": training,
+           "evaluation": evaluation, "files": dict(files), "skipped": dict(skipped), "notes": notes}
+    try:
+        write_json(run_dir / "metrics.json", doc)
+        files["metrics.json"] = str(run_dir / "metrics.json")
+    except Exception as e:  # noqa: BLE001
+        fail(["metrics.json"], e)
+    result.update(files=files, skipped=skipped, notes=notes, seconds=time.monotonic() - t0)
+    return result
