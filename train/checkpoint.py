@@ -34,6 +34,19 @@ def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
     return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
 
 
+def set_score_threshold(path: str | os.PathLike, threshold: float) -> ModelSpec:
+    """Store ``threshold`` as the operating score threshold in the checkpoint's spec (so the
+    exported model and the runner use it by default). Rewrites the file atomically."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    spec = spec_from_checkpoint(ckpt, path).replace(score_threshold=round(float(threshold), 3))
+    ckpt[SPEC_KEY] = spec.to_json()
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return spec
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """-> (network in eval mode with the checkpoint's weights, its spec)."""
     ckpt = read_checkpoint(path)

@@ -54,6 +54,7 @@ class TrainConfig:
     precision: str = "auto"           # auto: bf16-mixed where the CPU/GPU has bf16, else 32-true
     val_every: int = 1                # epochs between validations
     report: bool = True               # write curves, PR curves, confusion matrix, metrics.json
+    calibrate_threshold: bool = True  # set the spec's score threshold to the best-F1 one on val
     save_at_minutes: list[float] | None = None  # extra checkpoints ckpt_<M>min.ckpt at these wall-clock times
     weights: str | None = None        # none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)
     freeze: int = 0                   # backbone stages to freeze (-1: the whole backbone body)
@@ -301,5 +302,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     if cfg.report:
         from detector.train.run_report import write_run_report
 
-        write_run_report(out, checkpoint=path, train_seconds=seconds)
+        summary = write_run_report(out, checkpoint=path, train_seconds=seconds)
+        thr = summary.get("best_f1_threshold")
+        if cfg.calibrate_threshold and thr is not None and summary.get("best_f1"):
+            from detector.train.checkpoint import set_score_threshold
+
+            # The best-F1 score on the validation set becomes the default operating point;
+            # users lower it with --min-score for a high-recall first pass.
+            set_score_threshold(path, thr)
+            log.info("operating score threshold set to %.3f (best F1 %.3f on validation)", thr, summary["best_f1"])
     return path
