@@ -101,7 +101,7 @@ def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model")
+    ap.add_argument("--model", nargs="*", help="one or more .onnx files (e.g. float32 and int8)")
     ap.add_argument("--arch", default="fcos_lite")
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 16384])
     ap.add_argument("--repeats", type=int, default=3)
@@ -115,8 +115,16 @@ def main() -> None:
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    model = Path(a.model) if a.model else default_model(work / f"{a.arch}.onnx", a.arch)
-    print(f"model {model}")
+    models = [Path(m) for m in a.model] if a.model else [default_model(work / f"{a.arch}.onnx", a.arch)]
+    for model in models:
+        print(f"model {model}")
+        scenes(model, a, work)
+    r = onnx_vs_torch(models[0], a.arch, max(3, a.repeats), a.batch)
+    print(f"batch {a.batch} tiles, {models[0].name}: onnxruntime {r['onnxruntime']:.1f} tiles/s, torch eager "
+          f"{r['torch_eager']:.1f} tiles/s, ratio {r['ratio']:.2f}x")
+
+
+def scenes(model: Path, a, work: Path) -> None:
     for size in a.sizes:
         scene = make_scene(work / f"scene_{size}.tif", size)
         runs = []
@@ -130,9 +138,6 @@ def main() -> None:
         mp = size * size / 1e6
         print(f"scene {size:>6} px: {mp:7.1f} MP  {mp / sec:6.2f} MP/s (median of {a.repeats}: {sec:.1f} s, "
               f"{runs[0]['windows']} windows)  peak RSS {max(r['rss_mb'] for r in runs):7.1f} MB")
-    r = onnx_vs_torch(model, a.arch if not a.model else None or a.arch, max(3, a.repeats), a.batch)
-    print(f"batch {a.batch} tiles: onnxruntime {r['onnxruntime']:.1f} tiles/s, torch eager {r['torch_eager']:.1f} "
-          f"tiles/s, ratio {r['ratio']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,20 @@ class DetectionDataset(Dataset):
         return image, target
 
 
+def balanced_weights(labels: LabelSet) -> np.ndarray:
+    """Per-image sampling weights that even out classes: an image weighs the inverse frequency
+    of its rarest class (images with objects of a rare class are drawn more often); empty
+    images weigh the mean of the others' weights so negatives keep their share."""
+    counts = np.zeros(len(labels.classes))
+    for rec in labels.images:
+        np.add.at(counts, rec.labels, 1)
+    inv = 1.0 / np.maximum(counts, 1)
+    w = np.array([inv[rec.labels].max() if len(rec.labels) else np.nan for rec in labels.images])
+    fill = np.nanmean(w) if np.isfinite(w).any() else 1.0
+    w = np.where(np.isnan(w), fill, w)
+    return w / w.sum()
+
+
 def collate(batch):
     return [b[0] for b in batch], [b[1] for b in batch]
 
@@ -132,12 +146,21 @@ def _worker_init(worker_id: int) -> None:
 
 class DetectionDataModule(L.LightningDataModule):
     def __init__(self, train: DetectionDataset, val: DetectionDataset, *, batch_size: int = 8,
-                 num_workers: int = 1) -> None:
+                 num_workers: int = 1, balance: bool = False) -> None:
         super().__init__()
         self.train_set, self.val_set = train, val
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
 
     def train_dataloader(self) -> DataLoader:
+        if self.balance:
+            from torch.utils.data import WeightedRandomSampler
+
+            w = torch.as_tensor(balanced_weights(self.train_set.labels), dtype=torch.double)
+            sampler = WeightedRandomSampler(w, num_samples=len(w), replacement=True)
+            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                              drop_last=len(self.train_set) > self.batch_size, collate_fn=collate,
+                              num_workers=self.num_workers, worker_init_fn=_worker_init,
+                              persistent_workers=self.num_workers > 0)
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
                           drop_last=len(self.train_set) > self.batch_size,
                           collate_fn=collate, num_workers=self.num_workers, worker_init_fn=_worker_init,

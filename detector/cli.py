@@ -32,7 +32,8 @@ def _train(a) -> int:
                  "seed": a.seed, "num_workers": a.workers, "precision": a.precision,
                  "bands": [int(b) for b in a.bands.split(",")] if a.bands else None,
                  "classes": a.classes.split(",") if a.classes else None,
-                 "weights": a.weights, "freeze": a.freeze, "patience": a.patience}
+                 "weights": a.weights, "freeze": a.freeze, "patience": a.patience,
+                 "balance": True if a.balance else None}
     if a.resume:
         best = train(resume_config(a.resume, {k: v for k, v in overrides.items() if k != "out"}), resume=True)
     else:
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weights", help="none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)")
     t.add_argument("--freeze", type=int, help="freeze the stem and this many backbone stages (-1: all)")
     t.add_argument("--patience", type=int, help="early stopping after this many validations without improvement")
+    t.add_argument("--balance", action="store_true", help="class-balanced sampling (images with rare classes drawn more often)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.ckpt")
     t.set_defaults(func=_train)
 

@@ -59,6 +59,7 @@ class TrainConfig:
     weights: str | None = None        # none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)
     freeze: int = 0                   # backbone stages to freeze (-1: the whole backbone body)
     patience: int | None = None       # early stopping: validations without val mAP@0.5 improving
+    balance: bool = False             # class-balanced sampling of training images (rare classes)
     threads: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -245,7 +246,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     data = DetectionDataModule(DetectionDataset(train_labels, spec, transform=tf, label_offset=off,
                                                 crop=cfg.crop, cache=cache),
                                DetectionDataset(val_labels, spec, label_offset=off, cache=cache),
-                               batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+                               batch_size=cfg.batch_size, num_workers=cfg.num_workers, balance=cfg.balance)
     steps_per_epoch = max(1, len(train_labels.images) // cfg.batch_size)
     module = DetectionModule(spec.to_json(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                              optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
