@@ -186,22 +186,72 @@ def write_geotiff(path, image: np.ndarray, transform, *, block: int = 512) -> No
         dst.write(np.moveaxis(image, 2, 0))
 
 
+def to_multiband16(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int, *,
+                   border: float | None = None):
+    """A 16-bit 4-band (R, G, B, NIR) version of a rendered RGB image with a nodata border.
+
+    Digital numbers mimic a 12-bit sensor: ``DN = 300 + 14 * value`` (0 is nodata); NIR is
+    bright on vegetation (green above red) and dark on water and roofs. A strip along one
+    side (``border`` of the width; random 0-25 % when None, none in 60 % of images) is nodata,
+    as at a scene's edge. Objects whose centre falls in it are dropped, the others clipped.
+    Returns (image (H, W, 4) uint16, boxes, labels).
+    """
+    rng = np.random.default_rng([seed, 16])
+    rgb = image.astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    nir = np.clip(0.5 * r + 1.4 * g - 0.6 * b, 0, 255)
+    out = np.clip(300 + 14 * np.dstack([r, g, b, nir]), 1, 65535).astype(np.uint16)
+    h, w = image.shape[:2]
+    if border is None:
+        border = 0.0 if rng.random() < 0.6 else float(rng.uniform(0.05, 0.25))
+    cut = int(round(border * w))
+    if cut:
+        out[:, :cut] = 0
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        keep = (boxes[:, 0] + boxes[:, 2]) / 2 >= cut
+        boxes, labels = boxes[keep].copy(), np.asarray(labels)[keep]
+        boxes[:, 0] = np.maximum(boxes[:, 0], cut)
+    return out, np.asarray(boxes, np.float32), np.asarray(labels, np.int64)
+
+
+def write_geotiff16(path, image: np.ndarray, transform, *, block: int = 512) -> None:
+    """Write ``image`` ``(H, W, C)`` uint16 as a deflate, tiled GeoTIFF with nodata 0."""
+    import rasterio
+
+    h, w, c = image.shape
+    profile = dict(driver="GTiff", width=w, height=h, count=c, dtype="uint16", crs=CRS, nodata=0,
+                   transform=transform, compress="deflate", predictor=2, photometric="minisblack")
+    if h % 16 == 0 and w % 16 == 0:
+        profile.update(tiled=True, blockxsize=min(block, w), blockysize=min(block, h))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.moveaxis(image, 2, 0))
+
+
 def _tile_job(job: tuple):
-    split, index, seed, tile_size, gsd, negatives, out_dir = job
-    img, boxes, labels = render_tile(tile_seed(seed, split, index), size=tile_size, gsd=gsd,
-                                     negatives=negatives)
+    split, index, seed, tile_size, gsd, negatives, out_dir, ms16 = job
+    ts = tile_seed(seed, split, index)
+    img, boxes, labels = render_tile(ts, size=tile_size, gsd=gsd, negatives=negatives)
     name = f"{split}/{index:06d}.tif"
-    write_geotiff(Path(out_dir) / name, img, tile_transform(split, index, tile_size, gsd))
+    if ms16:
+        img16, boxes, labels = to_multiband16(img, boxes, labels, ts)
+        write_geotiff16(Path(out_dir) / name, img16, tile_transform(split, index, tile_size, gsd))
+    else:
+        write_geotiff(Path(out_dir) / name, img, tile_transform(split, index, tile_size, gsd))
     return split, index, name, boxes.tolist(), labels.tolist()
 
 
 def _scene_job(job: tuple):
-    seed, scene_size, gsd, negatives, out_dir = job
+    seed, scene_size, gsd, negatives, out_dir, ms16 = job
     r = render_image(scene_seed(seed), scene_size, scene_size, gsd=gsd, negatives=negatives, contain=True)
     transform = scene_transform(gsd)
-    write_geotiff(Path(out_dir) / "scene.tif", r.image, transform)
-    write_scene_geojson(Path(out_dir) / "scene.geojson", r.boxes, r.labels, transform)
-    return "scene", 0, "scene.tif", r.boxes.tolist(), r.labels.tolist()
+    boxes, labels = r.boxes, r.labels
+    if ms16:
+        img16, boxes, labels = to_multiband16(r.image, boxes, labels, scene_seed(seed), border=0.1)
+        write_geotiff16(Path(out_dir) / "scene.tif", img16, transform)
+    else:
+        write_geotiff(Path(out_dir) / "scene.tif", r.image, transform)
+    write_scene_geojson(Path(out_dir) / "scene.geojson", boxes, labels, transform)
+    return "scene", 0, "scene.tif", np.asarray(boxes).tolist(), np.asarray(labels).tolist()
 
 
 def _job(job: tuple):
@@ -247,13 +297,15 @@ def _coco(split: str, records: list, tile_size: int) -> dict:
 def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: int = 100,
                      tile_size: int = 512, scene_size: int = 2048, gsd: float = 0.5,
                      seed: int = 0, workers: int = 1, negatives: bool = True,
-                     preview: bool = False) -> dict:
+                     preview: bool = False, multiband16: bool = False) -> dict:
     """Write tiles (GeoTIFF + COCO JSON per split), one large scene (GeoTIFF + GeoJSON).
 
     Layout: ``out_dir/{train,val,test}/NNNNNN.tif`` and ``out_dir/{split}.json`` (file names
     relative to ``out_dir``), ``out_dir/scene.tif`` + ``scene.geojson`` (skipped when
     ``scene_size`` is 0), ``out_dir/preview/*.png`` when ``preview``. Tile ``i`` of a split is
     ``render_tile(tile_seed(seed, split, i))``; files are byte-identical whatever ``workers``.
+    With ``multiband16``, images are 16-bit 4-band (R, G, B, NIR) with nodata 0 and nodata
+    borders on some tiles and the scene (see :func:`to_multiband16`).
     Returns a summary: counts per split and class, paths.
     """
     _check_gsd(gsd)
@@ -265,8 +317,8 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
         (out / split).mkdir(parents=True, exist_ok=True)
     jobs = []
     if scene_size:
-        jobs.append(("scene", seed, scene_size, gsd, negatives, str(out)))
-    jobs += [("tile", split, i, seed, tile_size, gsd, negatives, str(out))
+        jobs.append(("scene", seed, scene_size, gsd, negatives, str(out), multiband16))
+    jobs += [("tile", split, i, seed, tile_size, gsd, negatives, str(out), multiband16)
              for split, n in counts.items() for i in range(n)]
     if workers > 1:
         with Pool(workers) as pool:
@@ -292,7 +344,7 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
             "json": str(path), "images": len(records[split]),
             "empty": sum(1 for r in records[split] if not r[2]),
             "objects": _class_counts([lab for r in records[split] for lab in r[2]])}
-    if preview:
+    if preview and not multiband16:
         summary["preview"] = write_previews(out, records)
     return summary
 

@@ -206,3 +206,30 @@ def test_summary_and_previews(datasets):
                      for s in ("train", "val", "test"))
     assert total == coco_total
     assert summary["preview"] and all(Path(p).is_file() for p in summary["preview"])
+
+
+def test_multiband16_variant(tmp_path):
+    """16-bit 4-band tiles with nodata 0, borders on some tiles, no label centred on nodata."""
+    import json
+
+    import rasterio
+
+    from detector.datasets.synth import generate_dataset
+
+    generate_dataset(tmp_path, n_train=10, n_val=0, n_test=0, scene_size=512, seed=3, multiband16=True)
+    data = json.loads((tmp_path / "train.json").read_text())
+    borders = 0
+    for im in data["images"]:
+        with rasterio.open(tmp_path / im["file_name"]) as ds:
+            assert ds.count == 4 and ds.dtypes[0] == "uint16" and ds.nodata == 0
+            img = ds.read()
+            valid = ds.read_masks(1) > 0
+        assert img[:, valid].min() >= 1 and img.max() > 3000
+        borders += int((~valid).any())
+        for a in data["annotations"]:
+            if a["image_id"] == im["id"]:
+                x, y, w, h = a["bbox"]
+                assert valid[int(y + h / 2), int(x + w / 2)]
+    assert 0 < borders < 10
+    with rasterio.open(tmp_path / "scene.tif") as ds:
+        assert ds.count == 4 and not (ds.read_masks(1)[:, :40] > 0).any()
