@@ -71,6 +71,10 @@ class ModelSpec:
                 )
         if any(s == 0 for s in self.scale) or any(s == 0 for s in self.std):
             raise ValueError("ModelSpec.scale and ModelSpec.std must be non-zero")
+        for name in ("score_threshold", "nms_iou"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v <= 1):  # also rejects NaN
+                raise ValueError(f"ModelSpec.{name}: expected a number in [0, 1], got {v}")
         if self.tile_size < 32 or self.overlap < 0 or self.overlap >= self.tile_size:
             raise ValueError(
                 f"ModelSpec: expected tile_size >= 32 and 0 <= overlap < tile_size, "

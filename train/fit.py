@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -304,8 +305,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
         from detector.train.run_report import write_run_report
 
         summary = write_run_report(out, checkpoint=path, train_seconds=seconds)
-        thr = summary.get("best_f1_threshold")
-        if cfg.calibrate_threshold and thr is not None and summary.get("best_f1"):
+        thr, f1 = summary.get("best_f1_threshold"), summary.get("best_f1")
+        # NaN when nothing was found on validation: keep the default threshold then
+        usable = thr is not None and f1 is not None and math.isfinite(thr) and math.isfinite(f1)
+        if cfg.calibrate_threshold and usable and f1 > 0 and 0 < thr <= 1:
             from detector.train.checkpoint import set_score_threshold
 
             # The best-F1 score on the validation set becomes the default operating point;

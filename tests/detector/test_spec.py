@@ -16,6 +16,8 @@ def test_roundtrip_json():
     (dict(classes=("a", "a")), "duplicate"),
     (dict(bands=(1, 2)), "expected 2 values"),
     (dict(tile_size=256, overlap=256), "overlap < tile_size"),
+    (dict(score_threshold=float("nan")), "score_threshold: expected a number in \\[0, 1\\]"),
+    (dict(nms_iou=1.5), "nms_iou"),
 ])
 def test_invalid_specs_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
