@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 
 from detector import raster, tiling
 from detector.spec import ModelSpec
+
+
+GDAL_CACHE_MB = 64
 
 
 @dataclass
@@ -126,7 +130,9 @@ class Detector:
         path = Path(path)
         thr = self.spec.score_threshold if min_score is None else min_score
         ov = self.spec.overlap if overlap is None else overlap
-        with raster.open_raster(path) as ds:
+        # GDAL's block cache defaults to 5 % of RAM and would grow with the scene: cap it so
+        # memory stays flat whatever the scene size.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
             info = raster.raster_info(ds)
             raster.check_bands(path, ds.count, self.spec.bands)
             f = 1.0
