@@ -6,9 +6,7 @@ window). It runs through the real :class:`detector.runner.Detector` (windows, me
 tests check the evaluation path, torch-free and fast. Numbers are checked against pycocotools
 on the same detections. One slow test uses a real trained model.
 """
-import contextlib
 import hashlib
-import io
 import json
 import subprocess
 import sys
@@ -99,29 +97,9 @@ def oracle_for_tiles(data, spec: ModelSpec | None = None, **kw) -> Detector:
 def coco_reference(images, classes, *, max_dets=100, threshold=0.3):
     """pycocotools on the same ground truth and detections: mAP50, mAP, per-class AP50 and
     (tp, fp, n_gt) at ``threshold`` from COCO's own matches."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pycoco_ref import pycoco_eval
 
-    gt = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
-    dets = []
-    for i, im in enumerate(images):
-        gt["images"].append({"id": i + 1, "width": 4096, "height": 4096})
-        for b, lab in zip(im.gt_boxes, im.gt_labels):
-            w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
-                                      "category_id": int(lab) + 1, "bbox": [float(b[0]), float(b[1]), w, h],
-                                      "area": w * h, "iscrowd": 0})
-        for b, s, lab in zip(im.boxes, im.scores, im.labels):
-            dets.append({"image_id": i + 1, "category_id": int(lab) + 1, "score": float(s),
-                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
-        ev.params.maxDets = [1, 10, max_dets]
-        ev.evaluate()
-        ev.accumulate()
+    ev = pycoco_eval(images, classes, max_dets)
     pr = ev.eval["precision"][:, :, :, 0, 2]
     per_class, counts = {}, {}
     for k, c in enumerate(classes):
