@@ -65,11 +65,12 @@ def _check_gsd(gsd: float) -> None:
 
 
 def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negatives: bool = True,
-                 contain: bool = True) -> Rendered:
+                 contain: bool = True, targets: bool = True) -> Rendered:
     """Render one ``height x width`` image from ``seed`` (deterministic).
 
     Independent random streams drive background, targets, negatives, light and textures, so the
     targets (and their boxes) of a seed are the same with ``negatives`` True or False.
+    ``targets=False`` draws no targets (a negatives-only image: every detection on it is false).
     ``contain``: every target footprint lies inside the image (tiles); the large scene uses
     the same rule, objects fall anywhere else (across any 512-px window boundary).
     """
@@ -85,7 +86,11 @@ def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negati
     occ = so.Occupancy(shape, gsd)
     for tr in bgd.tracks:
         occ.add_track(tr)
-    targets, tracks, occluders = so.plan_targets(tg_rng, occ, bgd.palette, gsd, contain)
+    if targets:
+        targets, tracks, occluders = so.plan_targets(tg_rng, occ, bgd.palette, gsd, contain)
+    else:
+        targets, tracks = [], []
+        occluders = {k: v[:0] for k, v in bgd.trees.items()}
     negs = so.plan_negatives(ng_rng, occ, bgd.palette, gsd, bgd.tracks) if negatives else []
 
     albedo = bgd.albedo
@@ -131,15 +136,15 @@ def _boxes(footprints: list, tree_alpha: np.ndarray):
     return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64))
 
 
-def render_tile(seed: int, *, size: int = 512, gsd: float = 0.5,
-                negatives: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_tile(seed: int, *, size: int = 512, gsd: float = 0.5, negatives: bool = True,
+                targets: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one square tile: ``(image, boxes, labels)``.
 
     image: ``(size, size, 3)`` uint8 RGB. boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels
     (x right, y down, pixel edges: a box over pixel columns 10..19 has x1=10, x2=20), each fully
     inside the tile. labels: ``(N,)`` int64 indices into ``CLASSES``. Deterministic in ``seed``.
     """
-    r = render_image(seed, size, size, gsd=gsd, negatives=negatives, contain=True)
+    r = render_image(seed, size, size, gsd=gsd, negatives=negatives, contain=True, targets=targets)
     return r.image, r.boxes, r.labels
 
 
@@ -228,9 +233,9 @@ def write_geotiff16(path, image: np.ndarray, transform, *, block: int = 512) -> 
 
 
 def _tile_job(job: tuple):
-    split, index, seed, tile_size, gsd, negatives, out_dir, ms16 = job
+    split, index, seed, tile_size, gsd, (negatives, targets), out_dir, ms16 = job
     ts = tile_seed(seed, split, index)
-    img, boxes, labels = render_tile(ts, size=tile_size, gsd=gsd, negatives=negatives)
+    img, boxes, labels = render_tile(ts, size=tile_size, gsd=gsd, negatives=negatives, targets=targets)
     name = f"{split}/{index:06d}.tif"
     if ms16:
         img16, boxes, labels = to_multiband16(img, boxes, labels, ts)
@@ -241,8 +246,9 @@ def _tile_job(job: tuple):
 
 
 def _scene_job(job: tuple):
-    seed, scene_size, gsd, negatives, out_dir, ms16 = job
-    r = render_image(scene_seed(seed), scene_size, scene_size, gsd=gsd, negatives=negatives, contain=True)
+    seed, scene_size, gsd, (negatives, targets), out_dir, ms16 = job
+    r = render_image(scene_seed(seed), scene_size, scene_size, gsd=gsd, negatives=negatives, contain=True,
+                     targets=targets)
     transform = scene_transform(gsd)
     boxes, labels = r.boxes, r.labels
     if ms16:
@@ -297,7 +303,7 @@ def _coco(split: str, records: list, tile_size: int) -> dict:
 def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: int = 100,
                      tile_size: int = 512, scene_size: int = 2048, gsd: float = 0.5,
                      seed: int = 0, workers: int = 1, negatives: bool = True,
-                     preview: bool = False, multiband16: bool = False) -> dict:
+                     preview: bool = False, multiband16: bool = False, targets: bool = True) -> dict:
     """Write tiles (GeoTIFF + COCO JSON per split), one large scene (GeoTIFF + GeoJSON).
 
     Layout: ``out_dir/{train,val,test}/NNNNNN.tif`` and ``out_dir/{split}.json`` (file names
@@ -305,10 +311,13 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
     ``scene_size`` is 0), ``out_dir/preview/*.png`` when ``preview``. Tile ``i`` of a split is
     ``render_tile(tile_seed(seed, split, i))``; files are byte-identical whatever ``workers``.
     With ``multiband16``, images are 16-bit 4-band (R, G, B, NIR) with nodata 0 and nodata
-    borders on some tiles and the scene (see :func:`to_multiband16`).
+    borders on some tiles and the scene (see :func:`to_multiband16`). ``negatives=False``: no
+    hard negatives (same targets); ``targets=False``: negatives-only images with no labels.
     Returns a summary: counts per split and class, paths.
     """
     _check_gsd(gsd)
+    if not (targets or negatives):
+        raise ValueError("targets and negatives are both off: the images would hold only terrain")
     out = Path(out_dir)
     counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
     for split, n in counts.items():
@@ -317,8 +326,8 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
         (out / split).mkdir(parents=True, exist_ok=True)
     jobs = []
     if scene_size:
-        jobs.append(("scene", seed, scene_size, gsd, negatives, str(out), multiband16))
-    jobs += [("tile", split, i, seed, tile_size, gsd, negatives, str(out), multiband16)
+        jobs.append(("scene", seed, scene_size, gsd, (negatives, targets), str(out), multiband16))
+    jobs += [("tile", split, i, seed, tile_size, gsd, (negatives, targets), str(out), multiband16)
              for split, n in counts.items() for i in range(n)]
     if workers > 1:
         with Pool(workers) as pool:
@@ -406,12 +415,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--no-negatives", action="store_true")
+    ap.add_argument("--no-targets", action="store_true", help="negatives-only images (no labels)")
     ap.add_argument("--preview", action="store_true")
     a = ap.parse_args(argv)
     summary = generate_dataset(a.out_dir, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
                                tile_size=a.tile_size, scene_size=a.scene_size, gsd=a.gsd,
                                seed=a.seed, workers=a.workers, negatives=not a.no_negatives,
-                               preview=a.preview)
+                               preview=a.preview, targets=not a.no_targets)
     print(json.dumps(summary, indent=1))
     return summary
 

@@ -19,7 +19,8 @@ def _synth(a) -> int:
 
     summary = generate_dataset(a.out_dir, n_train=a.train, n_val=a.val, n_test=a.test,
                                scene_size=a.scene_size, gsd=a.gsd, seed=a.seed, workers=a.workers,
-                               negatives=not a.no_negatives, preview=a.preview, multiband16=a.multiband16)
+                               negatives=not a.no_negatives, preview=a.preview, multiband16=a.multiband16,
+                               targets=not a.no_targets)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--no-negatives", action="store_true", help="leave out hard-negative look-alikes")
+    s.add_argument("--no-targets", action="store_true",
+                   help="negatives-only images (no labels): a set to count false positives on")
     s.add_argument("--preview", action="store_true", help="also write PNG previews with boxes")
     s.add_argument("--multiband16", action="store_true",
                    help="16-bit 4-band (R, G, B, NIR) imagery with nodata borders instead of 8-bit RGB")

@@ -4,9 +4,11 @@ Everything lands in one folder::
 
     OUT/data/            synthetic tiles (train/val/test COCO) and scene.tif + scene.geojson
     OUT/run/best.ckpt    trained checkpoint (with its spec), logs, config
-    OUT/model.onnx       exported model (+ model.onnx.parity.json)
-    OUT/scene_detections.geojson
-    OUT/metrics.json     test-set metrics of the ONNX model
+    OUT/model.onnx       exported float32 model (+ model.onnx.parity.json, with the int8 report)
+    OUT/model.int8.onnx  int8 variant (calibrated on validation tiles): about 2x faster on CPU
+    OUT/scene_detections.geojson   the scene scored by the int8 model when its validation
+                         mAP@0.5 is within ``INT8_TOLERANCE`` of float32, else by model.onnx
+    OUT/metrics.json     test-set metrics of the float32 model (metrics.int8.json: int8)
 """
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ from pathlib import Path
 
 log = logging.getLogger("revet.demo")
 
+INT8_TOLERANCE = 0.01  # largest validation mAP@0.5 loss for which the demo scores with int8
+
 
 def run_demo(out: str | Path, *, minutes: float = 10.0, n_train: int = 400, seed: int = 0,
-             model: str | None = None) -> Path:
+             model: str | None = None, n_val: int = 60, n_test: int = 100, scene_size: int = 2048,
+             train_overrides: dict | None = None) -> Path:
     from detector.datasets.synth import generate_dataset
     from detector.evaluate import evaluate_model, format_metrics
     from detector.export.onnx_export import export_checkpoint
@@ -31,28 +36,36 @@ def run_demo(out: str | Path, *, minutes: float = 10.0, n_train: int = 400, seed
     times = {}
     t = time.monotonic()
     if not (data / "test.json").exists():
-        generate_dataset(data, n_train=n_train, n_val=60, n_test=100, seed=seed, workers=2)
+        generate_dataset(data, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=2,
+                         scene_size=scene_size)
     times["synth_s"] = time.monotonic() - t
     log.info("data ready in %s (%.0f s)", data, times["synth_s"])
 
     t = time.monotonic()
-    cfg = TrainConfig(train=str(data / "train.json"), val=str(data / "val.json"), out=str(out / "run"),
-                      max_time=minutes, epochs=1000, seed=seed, val_every=2, **({"arch": model} if model else {}))
+    kw = dict(train=str(data / "train.json"), val=str(data / "val.json"), out=str(out / "run"),
+              max_time=minutes, epochs=1000, seed=seed, val_every=2, **({"arch": model} if model else {}))
+    cfg = TrainConfig(**{**kw, **(train_overrides or {})})
     best = train(cfg)
     times["train_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    parity = export_checkpoint(best, out / "model.onnx")
+    parity = export_checkpoint(best, out / "model.onnx", int8=True)
     times["export_s"] = time.monotonic() - t
-    log.info("exported %s; parity %s", out / "model.onnx", parity)
+    int8 = parity["variants"]["int8"]
+    scorer = Path(int8["path"]) if int8["delta_mAP50"] >= -INT8_TOLERANCE else out / "model.onnx"
+    log.info("exported %s (parity passed: %s); int8 variant mAP@0.5 change on validation %+.4f; "
+             "scoring the scene with %s", out / "model.onnx", parity["passed"], int8["delta_mAP50"], scorer.name)
 
     t = time.monotonic()
-    pred = predict_files(out / "model.onnx", [str(data / "scene.tif")], out / "scene_detections.geojson")
+    pred = predict_files(scorer, [str(data / "scene.tif")], out / "scene_detections.geojson")
     times["predict_s"] = time.monotonic() - t
 
     t = time.monotonic()
     metrics = evaluate_model(out / "model.onnx", data / "test.json", out=out / "metrics.json")
+    m8 = evaluate_model(int8["path"], data / "test.json", out=out / "metrics.int8.json")
     times["evaluate_s"] = time.monotonic() - t
     print(format_metrics(metrics))
-    (out / "timings.json").write_text(json.dumps({**times, "scene_detections": pred["detections"]}, indent=2))
+    print(f"int8 model: test mAP@0.5 {m8['mAP50']:.4f} ({m8['mAP50'] - metrics['mAP50']:+.4f} against float32)")
+    (out / "timings.json").write_text(json.dumps({**times, "scene_detections": pred["detections"],
+                                                  "scene_model": scorer.name}, indent=2))
     return out

@@ -76,3 +76,27 @@ def test_export_predict_evaluate(trained, synth_small, tmp_path):
         assert (w - 1e-6 <= lon).all() and (lon <= e + 1e-6).all() and (s - 1e-6 <= lat).all() and (lat <= n + 1e-6).all()
         assert f["properties"]["class"] in ("bunker", "revetment", "shelter")
         assert 0.01 <= f["properties"]["score"] <= 1
+
+
+def test_demo_writes_every_output_and_scores_with_the_chosen_model(tmp_path):
+    """`revet demo` at toy size: float32 + int8 exported, the scene scored by the model the
+    tolerance rule picks, metrics for both, georeferenced detections."""
+    from detector.pipeline import INT8_TOLERANCE, run_demo
+
+    out = run_demo(tmp_path / "demo", minutes=0.2, n_train=8, n_val=4, n_test=4, scene_size=512,
+                   train_overrides={"epochs": 2, "batch_size": 8, "crop": 128, "warmup_steps": 2})
+    parity = json.loads((out / "model.onnx.parity.json").read_text())
+    assert parity["passed"]
+    int8 = parity["variants"]["int8"]
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+    timings = json.loads((out / "timings.json").read_text())
+    want = "model.int8.onnx" if int8["delta_mAP50"] >= -INT8_TOLERANCE else "model.onnx"
+    assert timings["scene_model"] == want
+    gj = json.loads((out / "scene_detections.geojson").read_text())
+    assert len(gj["features"]) == timings["scene_detections"]
+    for f in gj["features"]:
+        lon, lat = f["geometry"]["coordinates"][0][0]
+        assert -180 <= lon <= 180 and -90 <= lat <= 90
+    for name in ("metrics.json", "metrics.int8.json"):
+        m = json.loads((out / name).read_text())
+        assert 0.0 <= m["mAP50"] <= 1.0 and set(m["per_class"]) == {"bunker", "revetment", "shelter"}

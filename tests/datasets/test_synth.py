@@ -60,6 +60,22 @@ def test_no_negatives_keeps_targets_and_draws_no_negatives():
     assert n_neg > 0
 
 
+def test_negatives_only_images_have_no_labels_but_look_alikes(tmp_path):
+    n_neg = 0
+    for seed in range(4):
+        r = synth.render_image(seed, 384, 384, targets=False)
+        assert r.targets == [] and len(r.labels) == 0 and r.boxes.shape == (0, 4)
+        n_neg += len(r.negatives)
+    assert n_neg >= 4
+    summary = synth.generate_dataset(tmp_path, n_train=0, n_val=0, n_test=3, tile_size=256,
+                                     scene_size=0, targets=False)
+    coco = json.loads((tmp_path / "test.json").read_text())
+    assert len(coco["images"]) == 3 and coco["annotations"] == []
+    assert summary is not None
+    with pytest.raises(ValueError, match="targets and negatives are both off"):
+        synth.generate_dataset(tmp_path / "x", targets=False, negatives=False)
+
+
 def test_empty_tiles_occur_but_are_a_minority():
     counts = [len(synth.render_tile(1000 + s, size=512)[2]) for s in range(24)]
     empty = sum(c == 0 for c in counts) / len(counts)
