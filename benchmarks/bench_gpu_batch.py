@@ -46,7 +46,7 @@ def export_untrained(path: Path, arch: str, tile: int) -> Path:
     if path.exists():
         return path
     try:
-        from detector.export.adapter import DetectionAdapter
+        from detector.export.adapter import build_adapter
         from detector.export.onnx_export import export_onnx
         from detector.train.models import build_model
     except ImportError as e:
@@ -56,7 +56,7 @@ def export_untrained(path: Path, arch: str, tile: int) -> Path:
 
     spec = ModelSpec(arch=arch, tile_size=tile)
     print(f"exporting an untrained {arch!r} (tile {tile}) to {path} ...", file=sys.stderr)
-    export_onnx(DetectionAdapter(build_model(spec), spec).eval(), path)
+    export_onnx(build_adapter(build_model(spec), spec).eval(), path)
     return path
 
 

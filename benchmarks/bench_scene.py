@@ -49,14 +49,14 @@ def make_scene(path: Path, size: int, seed: int = 0) -> Path:
 def default_model(out: Path, arch: str) -> Path:
     import torch
 
-    from detector.export.adapter import DetectionAdapter
+    from detector.export.adapter import build_adapter
     from detector.export.onnx_export import export_onnx
     from detector.spec import ModelSpec
     from detector.train.models import build_model
 
     torch.manual_seed(0)
     spec = ModelSpec(arch=arch, overlap=128, gsd=0.5)
-    export_onnx(DetectionAdapter(build_model(spec), spec).eval(), out)
+    export_onnx(build_adapter(build_model(spec), spec).eval(), out)
     return out
 
 
@@ -78,13 +78,13 @@ def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict
     import torch
 
     from detector.backends import OnnxBackend
-    from detector.export.adapter import DetectionAdapter
+    from detector.export.adapter import build_adapter
     from detector.export.torch_backend import TorchBackend
     from detector.train.models import build_model
 
     ob = OnnxBackend(model_path, device="cpu")
     torch.manual_seed(0)
-    tb = TorchBackend(DetectionAdapter(build_model(ob.spec), ob.spec).eval())
+    tb = TorchBackend(build_adapter(build_model(ob.spec), ob.spec).eval())
     x = np.random.default_rng(0).integers(0, 255, (batch, 3, ob.spec.tile_size, ob.spec.tile_size)).astype(np.float32)
     res = {}
     for name, be in (("onnxruntime", ob), ("torch_eager", tb)):

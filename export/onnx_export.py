@@ -1,6 +1,6 @@
 """Checkpoint -> ONNX, with the spec in the file's metadata and a parity check.
 
-The exported graph is :class:`detector.export.adapter.DetectionAdapter`: input ``image``
+The exported graph is the adapter of :func:`detector.export.adapter.build_adapter`: input ``image``
 (B, C, T, T) float32 raw pixel values; outputs ``boxes`` (B, D, 4), ``scores`` (B, D),
 ``labels`` (B, D) int64, with a dynamic batch axis.
 """
@@ -17,7 +17,7 @@ import onnx
 import torch
 import yaml
 
-from detector.export.adapter import DetectionAdapter
+from detector.export.adapter import build_adapter
 from detector.export.torch_backend import TorchBackend
 from detector.spec import SPEC_KEY
 from detector.train.checkpoint import load_checkpoint
@@ -31,7 +31,7 @@ class ParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the stated tolerances."""
 
 
-def export_onnx(adapter: DetectionAdapter, out: str | os.PathLike) -> Path:
+def export_onnx(adapter, out: str | os.PathLike) -> Path:
     """Export ``adapter`` to ``out`` and attach its spec. Uses the dynamo exporter, falling back
     to the TorchScript exporter when dynamo cannot handle the model."""
     out = Path(out)
@@ -165,7 +165,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
 
     ckpt, out = Path(ckpt), Path(out)
     model, spec = load_checkpoint(ckpt)
-    adapter = DetectionAdapter(model, spec).eval()
+    adapter = build_adapter(model, spec).eval()
     export_onnx(adapter, out)
     tiles, source = verification_tiles(spec, verify, ckpt, n_verify)
     report = parity_check(TorchBackend(adapter), OnnxBackend(out, device="cpu"), tiles)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.export.adapter import DetectionAdapter
+from detector.export.adapter import build_adapter
 from detector.train.checkpoint import load_checkpoint
 
 
 class TorchBackend:
-    def __init__(self, adapter: DetectionAdapter, *, device: str = "cpu") -> None:
+    def __init__(self, adapter, *, device: str = "cpu") -> None:
         self.adapter = adapter.eval().to(device)
         self.spec = adapter.spec
         self.device = device
@@ -27,7 +27,7 @@ class TorchBackend:
         if device == "cuda" and dev != "cuda":
             raise RuntimeError(f"{path}: device 'cuda' asked for but torch sees no CUDA device")
         model, spec = load_checkpoint(Path(path))
-        return cls(DetectionAdapter(model, spec), device=dev)
+        return cls(build_adapter(model, spec), device=dev)
 
     @torch.no_grad()
     def run(self, batch: np.ndarray):

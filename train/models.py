@@ -311,7 +311,7 @@ def _faster_rcnn(backbone, num_classes: int, anchors, **kw) -> nn.Module:
 def fasterrcnn_resnet50_v2(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
     """Faster R-CNN v2, ResNet-50 FPN (P2-P6, BatchNorm FPN, 2-conv RPN, 4-conv box head):
     torchvision's ``fasterrcnn_resnet50_fpn_v2`` with anchors of 16-256 px (one size per level,
-    3 ratios) rather than 32-512. Two-stage: no fixed-output export adapter."""
+    3 ratios) rather than 32-512. Exports through the two-stage adapter."""
     from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
     from torchvision.models.detection.rpn import RPNHead
 
@@ -342,7 +342,7 @@ def _fasterrcnn_mobilenet_coco_key(k: str) -> str | None:
 def fasterrcnn_mobilenet(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> nn.Module:
     """Faster R-CNN, MobileNetV3-Large FPN on strides 8, 16, 32 (+ max-pooled 64), anchors of
     16-192 px (two sizes per level, 3 ratios). torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``
-    uses only stride-32 maps and 32-512 px anchors. Two-stage: no fixed-output export adapter."""
+    uses only stride-32 maps and 32-512 px anchors. Exports through the two-stage adapter."""
     from torchvision.models import mobilenet_v3_large
 
     net = mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d)

@@ -127,9 +127,11 @@ def test_one_stage_families_fit_the_export_adapter(arch):
     assert boxes.shape == (1, spec.max_detections, 4) and labels.max() < 2
 
 
-def test_two_stage_family_is_refused_by_the_export_adapter():
-    from detector.export.adapter import DetectionAdapter
+def test_export_adapter_refuses_unknown_families_by_name():
+    from detector.export.adapter import DetectionAdapter, build_adapter
 
-    spec = small_spec("fasterrcnn_mobilenet")
+    spec = small_spec("fcos_lite")
+    with pytest.raises(ValueError, match=r"'fcos_lite' \(Sequential\) has no fixed-output export adapter.*FasterRCNN"):
+        build_adapter(torch.nn.Sequential(), spec)
     with pytest.raises(ValueError, match="no fixed-output export adapter"):
-        DetectionAdapter(build_model(spec), spec)
+        DetectionAdapter(build_model(small_spec("fasterrcnn_mobilenet")), spec)
