@@ -277,6 +277,10 @@ def format_metrics(m: dict) -> str:
         lines.append(f"recall of labels crossing window boundaries {_f(bd['crossing']['recall'])} "
                      f"(n={bd['crossing']['num_gt']}), inside one window {_f(bd['inside']['recall'])} "
                      f"(n={bd['inside']['num_gt']})")
+        if "cut" in bd:
+            lines.append(f"recall of labels cut by a window edge {_f(bd['cut']['recall'])} (n={bd['cut']['num_gt']}, "
+                         f"{bd['cut']['duplicates']} double reports), never cut {_f(bd['uncut']['recall'])} "
+                         f"(n={bd['uncut']['num_gt']}, {bd['uncut']['duplicates']} double reports)")
     head = f"  {'class':<12} {'AP@0.5':>7} {'AP':>7}"
     has_op = any("precision" in c for c in m["per_class"].values())
     if has_op:

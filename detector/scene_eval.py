@@ -24,6 +24,10 @@ Rules (also in ``docs/evaluate.md``):
   grid (:func:`detector.tiling.scene_windows` with the spec's ``tile_size`` and ``overlap``)
   wholly contains its box, i.e. the model never sees it whole and the merge step has to make
   it one detection. Recall is reported separately for crossing labels and for the others.
+  A label is *cut* when some window overlaps its box without containing it (that window sees
+  a truncated object); recall and duplicates (detections at the operating threshold left
+  unmatched though they overlap an already-found label of their class at IoU >= 0.5) are
+  reported for cut and uncut labels.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from detector.evaluate import (EVAL_MIN_SCORE, EvalRun, Source, _finish, _name, 
                                operating_threshold)
 from detector.metrics import ImageEval, evaluate_full, match_images
 from detector.runner import Detector
-from detector.tiling import scene_windows, window_starts
+from detector.tiling import box_iou, scene_windows, window_starts
 
 _M_PER_DEG_LAT = 110_574.0
 _M_PER_DEG_LON_EQUATOR = 111_320.0
@@ -58,6 +62,34 @@ def crossing_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap
     fit_x = ((cols[None] <= boxes[:, :1] + tol) & (boxes[:, 2:3] <= cols[None] + tile + tol)).any(1)
     fit_y = ((rows[None] <= boxes[:, 1:2] + tol) & (boxes[:, 3:4] <= rows[None] + tile + tol)).any(1)
     return ~(fit_x & fit_y)
+
+
+def cut_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int,
+             tol: float = 1e-3) -> np.ndarray:
+    """(N,) bool: some window of the grid cuts the box: overlaps it without containing it
+    (the objects at risk of being split or reported twice by the merge step)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    cols = np.asarray(window_starts(width, tile, overlap), np.float64)[None]
+    rows = np.asarray(window_starts(height, tile, overlap), np.float64)[None]
+    ix = (cols < boxes[:, 2:3] - tol) & (cols + tile > boxes[:, :1] + tol)
+    iy = (rows < boxes[:, 3:4] - tol) & (rows + tile > boxes[:, 1:2] + tol)
+    cx = (cols <= boxes[:, :1] + tol) & (boxes[:, 2:3] <= cols + tile + tol)
+    cy = (rows <= boxes[:, 1:2] + tol) & (boxes[:, 3:4] <= rows + tile + tol)
+    return ((ix & ~cx).any(1) & iy.any(1)) | (ix.any(1) & (iy & ~cy).any(1))
+
+
+def duplicate_counts(im: ImageEval, det_gt: np.ndarray, threshold: float, iou: float = 0.5) -> np.ndarray:
+    """(N_gt,) int: detections at or above ``threshold`` left unmatched although they overlap
+    label i (same class, IoU >= ``iou``) that another detection matched: double reports."""
+    dup = np.zeros(len(im.gt_labels), np.int64)
+    extra = (det_gt == -1) & (im.scores >= threshold)
+    if not extra.any() or not len(im.gt_labels):
+        return dup
+    ov = box_iou(im.boxes[extra], im.gt_boxes)
+    ov[im.labels[extra][:, None] != im.gt_labels[None]] = 0.0
+    hit = ov.max(1) >= iou
+    np.add.at(dup, ov.argmax(1)[hit], 1)
+    return dup
 
 
 def pixel_area_m2(crs, transform, width: int, height: int) -> float:
@@ -158,11 +190,14 @@ def evaluate_scene_run(model: str | os.PathLike | Detector, scene: str | os.Path
     match = match_images([im], len(spec.classes), 0.5, None)[0]
     found = (match.gt_det >= 0) & (d.scores[np.maximum(match.gt_det, 0)] >= thr) if len(cls) else np.zeros(0, bool)
     cross = crossing_mask(boxes, info.width, info.height, spec.tile_size, spec.overlap)
+    cut = cut_mask(boxes, info.width, info.height, spec.tile_size, spec.overlap)
+    dup = duplicate_counts(im, match.det_gt, thr)
 
     def part(sel):
         n = int(sel.sum())
         k = int((found & sel).sum())
-        return {"num_gt": n, "found": k, "recall": k / n if n else float("nan")}
+        return {"num_gt": n, "found": k, "recall": k / n if n else float("nan"),
+                "duplicates": int(dup[sel].sum())}
 
     for c, name in enumerate(spec.classes):
         pc = m["per_class"][name]
@@ -187,7 +222,9 @@ def evaluate_scene_run(model: str | os.PathLike | Detector, scene: str | os.Path
         "windows": {"tile": spec.tile_size, "overlap": spec.overlap,
                     "count": len(scene_windows(info.width, info.height, spec.tile_size, spec.overlap))},
         "boundary": {"rule": "crossing: the label box lies wholly inside no single window of the "
-                             "runner's grid", "crossing": part(cross), "inside": part(~cross)},
+                             "runner's grid", "crossing": part(cross), "inside": part(~cross),
+                     "cut_rule": "cut: some window overlaps the label box without containing it",
+                     "cut": part(cut), "uncut": part(~cut)},
         "labels_read": lab["read"], "labels_outside": lab["outside"],
         "labels_on_nodata": int((~on_data).sum()), "labels_evaluated": int(len(cls)),
         "detections": int(len(d)), "warnings": warnings,

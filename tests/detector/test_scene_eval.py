@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from detector.runner import Detector
-from detector.scene_eval import crossing_mask, evaluate_scene, evaluate_scene_run
+from detector.scene_eval import crossing_mask, cut_mask, duplicate_counts, evaluate_scene, evaluate_scene_run
 from detector.spec import ModelSpec
 from detector.tiling import scene_windows
 
@@ -77,6 +77,8 @@ def test_scene_matches_pycocotools_and_rules(scene_oracle, synth_small):
     assert bd["crossing"]["num_gt"] == int(crossing_mask(run.images[0].gt_boxes, 1024, 1024, 256, 32).sum()) > 0
     assert bd["crossing"]["found"] + bd["inside"]["found"] == m["operating"]["tp"]
     assert sum(m["per_class"][c]["num_crossing"] for c in CLASSES) == bd["crossing"]["num_gt"]
+    assert bd["cut"]["num_gt"] + bd["uncut"]["num_gt"] == n_labels and bd["cut"]["num_gt"] > 0
+    assert bd["cut"]["found"] + bd["uncut"]["found"] == m["operating"]["tp"]
 
 
 def test_geojson_4326_equals_gpkg_in_utm(scene_oracle, synth_small, tmp_path):
@@ -100,6 +102,30 @@ def test_crossing_mask_rule():
     assert crossing_mask(boxes, 1000, 600, 256, 32).tolist() == [False, True, False, False, True, True]
     # a scene smaller than one tile is one (padded) window: nothing crosses
     assert not crossing_mask(np.array([[0, 0, 200, 100]]), 200, 100, 256, 32).any()
+
+
+def test_cut_mask_rule():
+    # columns start 0, 224, 448, 672, 744 (width 1000); rows 0, 224, 344 (height 600); tile 256
+    boxes = np.array([[10, 10, 50, 50],       # only window (0, 0) touches it, and holds it
+                      [230, 10, 300, 50],     # window at column 0 ends at 256: cut
+                      [10, 240, 50, 250],     # rows 0 and 224 both hold it
+                      [10, 250, 50, 270],     # row 0 ends at 256: cut
+                      [900, 500, 950, 550],   # column 672 ends at 928: cut
+                      [800, 400, 820, 420]])  # every window that touches it holds it
+    assert cut_mask(boxes, 1000, 600, 256, 32).tolist() == [False, True, False, True, True, False]
+
+
+def test_duplicates_count_double_reports_of_found_labels():
+    from detector.metrics import ImageEval, match_image
+
+    im = ImageEval(np.array([[10.0, 10, 50, 50]]), np.array([0]),
+                   np.array([[10.0, 10, 50, 50], [12, 10, 52, 50], [10, 10, 50, 50], [200, 200, 240, 240],
+                             [11, 10, 51, 50]]),
+                   np.array([0.9, 0.8, 0.7, 0.9, 0.2]), np.array([0, 0, 1, 0, 0]))
+    m = match_image(im, 2, 0.5, None)
+    # the shifted same-class box is a double report; other class, far box, under threshold: not
+    assert duplicate_counts(im, m.det_gt, 0.5).tolist() == [1]
+    assert duplicate_counts(im, m.det_gt, 0.1).tolist() == [2]
 
 
 def test_nodata_area_and_labels(synth_small, tmp_path):
