@@ -382,14 +382,15 @@ def draw_boxes(image: np.ndarray, boxes, labels, scale: float = 1.0):
 
 
 def write_previews(out: Path, records: dict, n: int = 6) -> list:
-    """PNG previews of the first ``n`` train tiles and of the scene (halved), boxes drawn."""
+    """PNG previews of the first ``n`` tiles of the first non-empty split (train, val, test) and
+    of the scene (halved), boxes drawn."""
     import rasterio
 
     pdir = out / "preview"
     pdir.mkdir(exist_ok=True)
     paths = []
     items = [(out / name, boxes, labels, 1.0, f"{Path(name).parent}_{Path(name).stem}.png")
-             for name, boxes, labels in records["train"][:n]]
+             for name, boxes, labels in next((records[s] for s in SPLITS if records[s]), [])[:n]]
     if (out / "scene.geojson").exists():
         feats = json.load(open(out / "scene.geojson"))["features"]
         items.append((out / "scene.tif", [f["properties"]["pixel_box"] for f in feats],
