@@ -301,18 +301,24 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     if path != out / "best.ckpt" and path.exists():
         shutil.copyfile(path, out / "best.ckpt")
         path = out / "best.ckpt"
+    thr = f1 = None
     if cfg.report:
         from detector.train.run_report import write_run_report
 
         summary = write_run_report(out, checkpoint=path, train_seconds=seconds)
         thr, f1 = summary.get("best_f1_threshold"), summary.get("best_f1")
-        # NaN when nothing was found on validation: keep the default threshold then
-        usable = thr is not None and f1 is not None and math.isfinite(thr) and math.isfinite(f1)
-        if cfg.calibrate_threshold and usable and f1 > 0 and 0 < thr <= 1:
-            from detector.train.checkpoint import set_score_threshold
+    elif cfg.calibrate_threshold and cfg.val:
+        from detector.evaluate import evaluate_tiles
 
-            # The best-F1 score on the validation set becomes the default operating point;
-            # users lower it with --min-score for a high-recall first pass.
-            set_score_threshold(path, thr)
-            log.info("operating score threshold set to %.3f (best F1 %.3f on validation)", thr, summary["best_f1"])
+        best_f1 = evaluate_tiles(path, cfg.val, device="cpu").metrics["sweep"]["best"]
+        thr, f1 = best_f1.get("threshold"), best_f1.get("f1")
+    # NaN when nothing was found on validation: keep the default threshold then
+    usable = thr is not None and f1 is not None and math.isfinite(thr) and math.isfinite(f1)
+    if cfg.calibrate_threshold and usable and f1 > 0 and 0 < thr <= 1:
+        from detector.train.checkpoint import set_score_threshold
+
+        # The best-F1 score on the validation set becomes the default operating point;
+        # users lower it with --min-score for a high-recall first pass.
+        set_score_threshold(path, thr)
+        log.info("operating score threshold set to %.3f (best F1 %.3f on validation)", thr, f1)
     return path

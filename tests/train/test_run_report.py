@@ -179,3 +179,22 @@ def test_partial_run_never_raises(tmp_path, run_dir):
     assert write_run_report(empty)["files"] == {"metrics.json": str(empty / "metrics.json")}
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_run_report(tmp_path / "nope")
+
+
+def test_threshold_calibrated_without_the_report(synth_small, tmp_path):
+    """report=False still sets the spec's operating threshold to validation's best-F1 one."""
+    from detector.evaluate import evaluate_tiles
+    from detector.train.checkpoint import read_checkpoint, spec_from_checkpoint
+    from detector.train.fit import TrainConfig, train
+
+    cfg = TrainConfig(train=str(synth_small / "train.json"), val=str(synth_small / "val.json"),
+                      out=str(tmp_path / "run"), epochs=3, batch_size=8, crop=256, warmup_steps=2,
+                      report=False)
+    best = train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no report written
+    spec = spec_from_checkpoint(read_checkpoint(best), best)
+    sweep = evaluate_tiles(best, synth_small / "val.json", device="cpu").metrics["sweep"]["best"]
+    if sweep["f1"] > 0:
+        assert spec.score_threshold == pytest.approx(sweep["threshold"], abs=1e-3)
+    else:  # nothing found on validation: the default stays
+        assert spec.score_threshold == pytest.approx(0.3)
