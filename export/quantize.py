@@ -6,6 +6,8 @@ same tiles (``compare_variants``).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -53,6 +55,17 @@ class _TileReader:
         self.i = 0
 
 
+@contextlib.contextmanager
+def _quiet_root_logger(level: int = logging.WARNING):
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(max(level, old))
+    try:
+        yield
+    finally:
+        root.setLevel(old)
+
+
 def to_int8(src: str | os.PathLike, dst: str | os.PathLike, tiles: list[np.ndarray]) -> Path:
     """Static int8 quantization (QDQ, per-channel weights) of convolutions, calibrated on
     ``tiles``; pre-processing, decoding and NMS stay float32."""
@@ -69,9 +82,10 @@ def to_int8(src: str | os.PathLike, dst: str | os.PathLike, tiles: list[np.ndarr
         pre = src
     model = onnx.load(str(pre))
     reader = _TileReader(model.graph.input[0].name, tiles)
-    quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax)
+    with _quiet_root_logger():  # the quantizer logs a line per bias on the root logger
+        quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax)
     if pre != src:
         pre.unlink(missing_ok=True)
     q = onnx.load(str(dst))
