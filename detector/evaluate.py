@@ -23,7 +23,7 @@ import numpy as np
 
 from detector import raster
 from detector.datasets.coco import read_coco
-from detector.metrics import ImageEval, evaluate_full
+from detector.metrics import ImageEval, evaluate_full, format_value
 from detector.outputs import atomic_write_text
 from detector.runner import Detector
 from detector.spec import ModelSpec
@@ -252,11 +252,7 @@ def run_evaluation(models: list, *, data=None, scene=None, labels=None, class_fi
 # -- text ------------------------------------------------------------------------------------
 
 def _f(v, fmt=".4f") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "   n/a"
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):  # counts stay counts
-        return format(int(v), "+d" if fmt.startswith("+") else "d")
-    return format(v, fmt)
+    return format_value(v, fmt, "   n/a")
 
 
 def format_metrics(m: dict) -> str:

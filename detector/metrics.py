@@ -20,6 +20,7 @@ analyst acts on, all at IoU 0.5 with the same greedy matching:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,3 +285,13 @@ def evaluate_full(images: list[ImageEval], classes, *, threshold: float,
     m["confusion"] = {"labels": classes + [BACKGROUND],
                       "matrix": confusion_matrix(images, matches, len(classes), threshold).tolist()}
     return m
+
+
+def format_value(v, fmt: str = ".4f", na: str = "n/a") -> str:
+    """A metric for text and tables: ``na`` for None/NaN/inf, counts as integers (signed when
+    ``fmt`` starts with ``+``), everything else with ``fmt``."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return na
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):  # counts stay counts
+        return format(int(v), "+d" if fmt.startswith("+") else "d")
+    return format(v, fmt)

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.windows import Window
 
 from detector import raster
-from detector.metrics import confusions, match_images
+from detector.metrics import confusions, format_value, match_images
 
 SECTIONS = [("summary", "Summary"), ("per-class", "Per-class metrics"),
             ("pr-curves", "Precision-recall curves"), ("confusion", "Confusion matrix"),
@@ -296,11 +296,7 @@ figcaption{word-wrap:break-word} .warn{background:#fff4e5;border:1px solid #f5a6
 
 
 def _f(v, fmt=".3f") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):  # counts stay counts
-        return format(int(v), "+d" if fmt.startswith("+") else "d")
-    return format(v, fmt)
+    return format_value(v, fmt)
 
 
 def _e(s) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -11,13 +12,22 @@ from detector.spec import SPEC_KEY, ModelSpec
 from detector.train.models import build_model
 
 
+def load_tensors(path: Path):
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only,
+    never arbitrary objects. Lightning saves with pickle protocol 4, which this loader reads
+    fine; torch's warning about it is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """``torch.load`` with ``weights_only=True`` and errors that name the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
         raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
 

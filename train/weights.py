@@ -148,8 +148,10 @@ def _hash_prefix(url: str) -> str | None:
 
 
 def _read(path: Path):
+    from detector.train.checkpoint import load_tensors
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path)
     except Exception as e:
         raise WeightsError(f"{path}: not a loadable state dict or checkpoint "
                            f"({type(e).__name__}: {str(e)[:300]})") from None

@@ -1,5 +1,4 @@
 """YOLO and Pascal VOC readers/writers, format detection and the COCO -> YOLO -> VOC -> COCO trip."""
-import json
 
 import numpy as np
 import pytest

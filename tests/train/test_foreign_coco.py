@@ -31,7 +31,6 @@ def _make(tmp_path, n, seed):
 
 def test_png_single_class_dataset_end_to_end(tmp_path):
     from detector.cli import main
-    from detector.spec import ModelSpec
     from detector.backends import OnnxBackend
 
     train, val = _make(tmp_path, 8, 0), _make(tmp_path, 4, 1)
