@@ -47,16 +47,12 @@ def _export(a) -> int:
 
     try:
         report = export_checkpoint(a.checkpoint, a.out, verify=a.verify, fp16=a.fp16, int8=a.int8,
-                                   calibrate=a.calibrate)
+                                   calibrate=a.calibrate, tile_size=a.tile_size)
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     print(json.dumps(report, indent=2))
     return 0
-
-
-
-
 
 
 def _demo(a) -> int:
@@ -119,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fp16", action="store_true", help="also write MODEL.fp16.onnx (for GPUs) and report its mAP change")
     e.add_argument("--int8", action="store_true", help="also write a static int8 MODEL.int8.onnx and report its mAP change")
     e.add_argument("--calibrate", help="COCO JSON of tiles for int8 calibration (default: the verification set)")
+    e.add_argument("--tile-size", type=int,
+                   help="window of the exported model in pixels (default: the training tile size); "
+                        "1024 scores scenes about 1.3x faster than 512, smaller tiles are padded")
     e.set_defaults(func=_export)
-
-
 
     d = sub.add_parser("demo", help="the whole path on synthetic data: synth, train, export, predict, evaluate")
     d.add_argument("--out", default="revet-demo")

@@ -45,7 +45,8 @@ def add_predict_command(subparsers) -> None:
                    help="comma-separated: geojson,gpkg,csv,coco (folder --out; default geojson)")
     r.add_argument("--min-score", type=float, help="minimum score (default: the model's)")
     r.add_argument("--overlap", type=int, help="window overlap in pixels (default: the model's)")
-    r.add_argument("--batch-size", type=int, default=8, help="tiles per model call")
+    r.add_argument("--batch-size", type=int, default=8,
+                   help="windows per model call, counted as 512-px windows (a 1024-px model takes a quarter)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
     r.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all)")
     r.add_argument("--resume", action="store_true",

@@ -28,6 +28,9 @@ from detector.spec import ModelSpec
 GDAL_CACHE_MB = 64
 
 
+BATCH_TILE = 512  # batch sizes are counted in windows of this size (see Detector.windows_per_batch)
+
+
 @dataclass
 class Detections:
     """Detections in one image or scene.
@@ -95,8 +98,9 @@ class Detector:
         out: list[Detections | None] = [None] * len(arrays)
         t = self.spec.tile_size
         direct = [i for i, a in enumerate(arrays) if a.shape[:2] == (t, t)]
-        for s in range(0, len(direct), batch_size):
-            idx = direct[s:s + batch_size]
+        per = self.windows_per_batch(batch_size)
+        for s in range(0, len(direct), per):
+            idx = direct[s:s + per]
             boxes, scores, labels = self._run_batch([self._check(arrays[i], f"array {i}") for i in idx])
             for k, i in enumerate(idx):
                 keep = scores[k] >= max(thr, 1e-9)
@@ -109,6 +113,13 @@ class Detector:
                 out[i] = self._score_windows(_ArraySource(a, valid, t), a.shape[1], a.shape[0], thr,
                                              self.spec.overlap, batch_size)
         return out
+
+    def windows_per_batch(self, batch_size: int) -> int:
+        """``batch_size`` counts 512 x 512 windows: a model with larger windows gets fewer per
+        batch, so a batch holds the same number of pixels and memory stays the same."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive number of windows, got {batch_size}")
+        return max(1, int(batch_size * BATCH_TILE ** 2 // self.spec.tile_size ** 2))
 
     def _check(self, a: np.ndarray, name: str) -> np.ndarray:
         if a.ndim != 3 or a.shape[2] != self.spec.num_bands:
@@ -156,7 +167,7 @@ class Detector:
         t = self.spec.tile_size
         windows = tiling.scene_windows(width, height, t, overlap)
         parts_b, parts_s, parts_l, parts_w, parts_t = [], [], [], [], []
-        for batch in _prefetch(source, windows, batch_size):
+        for batch in _prefetch(source, windows, self.windows_per_batch(batch_size)):
             tiles = [b[2] for b in batch]
             boxes, scores, labels = self._run_batch(tiles)
             for k, (wid, (col, row), _tile, valid) in enumerate(batch):

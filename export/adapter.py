@@ -17,6 +17,8 @@ Two-stage models (Faster R-CNN) go through :class:`TwoStageAdapter`, same inputs
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
@@ -61,7 +63,7 @@ class _Normalized(nn.Module):
 class DetectionAdapter(_Normalized):
     """One-stage families (SSD, FCOS, RetinaNet): head outputs decoded against fixed anchors."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, *, pre_nms_top_k: int = 1000,
+    def __init__(self, model: nn.Module, spec: ModelSpec, *, pre_nms_top_k: int | None = None,
                  min_score: float = 0.001) -> None:
         kind = type(model).__name__
         if kind not in ONE_STAGE:
@@ -73,6 +75,8 @@ class DetectionAdapter(_Normalized):
         self.kind = kind
         self.register_buffer("anchors", self._anchors(), persistent=False)
         self.num_classes = spec.num_classes
+        if pre_nms_top_k is None:  # 1000 candidates per 512 x 512 pixels, as torchvision's default
+            pre_nms_top_k = 1000 * max(1, math.ceil(spec.tile_size ** 2 / 512 ** 2))
         self.pre_nms_top_k = min(pre_nms_top_k, self.anchors.shape[0] * self.num_classes)
         self.max_det = spec.max_detections
         self.min_score = min_score

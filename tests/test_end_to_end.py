@@ -100,3 +100,32 @@ def test_demo_writes_every_output_and_scores_with_the_chosen_model(tmp_path):
     for name in ("metrics.json", "metrics.int8.json"):
         m = json.loads((out / name).read_text())
         assert 0.0 <= m["mAP50"] <= 1.0 and set(m["per_class"]) == {"bunker", "revetment", "shelter"}
+
+
+def test_export_with_a_larger_scoring_window(trained, synth_small, tmp_path):
+    """--tile-size 1024: same weights in a larger window; the scene is scored in fewer windows
+    and finds what the 512-px export finds."""
+    import torch
+
+    from detector.backends import OnnxBackend
+    from detector.export.onnx_export import export_checkpoint
+    from detector.runner import Detector
+    from detector.tiling import box_iou, scene_windows
+
+    base = ModelSpec.from_json(torch.load(trained, map_location="cpu", weights_only=True)[SPEC_KEY])
+    report = export_checkpoint(trained, tmp_path / "big.onnx", tile_size=1024)
+    assert report["passed"] and report["tiles"] == 8
+    big = OnnxBackend(tmp_path / "big.onnx", device="cpu").spec
+    assert big.tile_size == 1024 and big.overlap == base.overlap and big.classes == base.classes
+    assert len(scene_windows(2048, 2048, 1024, big.overlap)) < len(scene_windows(2048, 2048, 512, base.overlap))
+    export_checkpoint(trained, tmp_path / "base.onnx")
+    scene = synth_small / "scene.tif"
+    a = Detector.load(tmp_path / "base.onnx").predict_scene(scene, min_score=0.05)
+    b = Detector.load(tmp_path / "big.onnx").predict_scene(scene, min_score=0.05)
+    top = np.argsort(-a.scores)[:10]  # the 512-px export's most confident detections
+    assert len(top) >= 5
+    iou = box_iou(a.boxes[top], b.boxes) * (a.labels[top, None] == b.labels[None])
+    found = (iou.max(1) >= 0.5).mean() if len(b) else 0.0
+    assert found >= 0.7, found
+    with pytest.raises(ValueError, match="multiple of 32 larger than the model's overlap"):
+        export_checkpoint(trained, tmp_path / "bad.onnx", tile_size=1000)

@@ -91,3 +91,20 @@ def test_wrong_band_count_is_named(tmp_path):
         ds.write(np.zeros((1, 64, 64), np.uint8))
     with pytest.raises(ValueError, match=r"one.tif: the model reads bands \[1, 2, 3\] but the image has 1 band"):
         Detector(BrightSquares(SPEC), SPEC).predict_scene(path)
+
+
+def test_batches_hold_the_same_pixels_whatever_the_window(tmp_path):
+    """batch_size counts 512-px windows: a 1024-px model gets a quarter as many per call."""
+    import dataclasses
+
+    assert [Detector(None, dataclasses.replace(SPEC, tile_size=t)).windows_per_batch(8)
+            for t in (256, 512, 1024, 2048)] == [32, 8, 2, 1]
+    with pytest.raises(ValueError, match="positive number of windows"):
+        Detector(None, SPEC).windows_per_batch(0)
+    spec = dataclasses.replace(SPEC, tile_size=256, overlap=0)
+    backend = BrightSquares(spec)
+    calls = []
+    run = backend.run
+    backend.run = lambda batch: calls.append(len(batch)) or run(batch)
+    Detector(backend, spec).predict_tiles([np.zeros((256, 256, 3), np.uint8)] * 10, batch_size=1)
+    assert calls == [4, 4, 2]
