@@ -213,7 +213,13 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
     if not report["passed"]:
         Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))
         out.unlink(missing_ok=True)
-        raise ParityError(f"{out}: ONNX Runtime does not match PyTorch: {json.dumps(report)}")
+        hint = ""
+        if report["matched"] and report["max_box_diff_px"] <= report["box_tol_px"] \
+                and report["max_score_diff"] <= report["score_tol"]:
+            hint = ("; the detections both found agree within tolerance, so the unmatched ones most "
+                    "likely come from near-tied scores, whose NMS order is arbitrary (an undertrained "
+                    "model): train longer, or verify on other tiles with --verify")
+        raise ParityError(f"{out}: ONNX Runtime does not match PyTorch: {json.dumps(report)}{hint}")
     if fp16 or int8:
         report["variants"] = _variants(out, spec, source, fp16=fp16, int8=int8, calibrate=calibrate)
     Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))

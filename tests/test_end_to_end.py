@@ -131,3 +131,21 @@ def test_export_with_a_larger_scoring_window(trained, synth_small, tmp_path):
     assert found >= 0.7, found
     with pytest.raises(ValueError, match="multiple of 32 larger than the model's overlap"):
         export_checkpoint(trained, tmp_path / "bad.onnx", tile_size=1000)
+
+
+def test_failed_parity_removes_the_model_and_explains(trained, tmp_path, monkeypatch):
+    """A parity failure leaves no .onnx, keeps the report, and says what near ties look like."""
+    from detector.export import onnx_export
+
+    real = onnx_export.parity_check
+
+    def one_lost(*args, **kw):  # the real comparison, then one detection lost
+        r = real(*args, **kw)
+        return {**r, "matched": r["matched"] - 1, "unmatched": 1, "passed": False}
+
+    monkeypatch.setattr(onnx_export, "parity_check", one_lost)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(onnx_export.ParityError, match="near-tied scores") as e:
+        onnx_export.export_checkpoint(trained, out)
+    assert str(out) in str(e.value) and not out.exists()
+    assert json.loads((tmp_path / "m.onnx.parity.json").read_text())["unmatched"] == 1
