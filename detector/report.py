@@ -209,7 +209,7 @@ def _item(run, i: int, kind: str, box, cls: str, score, note: str, gt_index: int
         item["label_id"] = run.extra["label_ids"][gt_index]
         item["crosses_window"] = bool(run.extra["crossing"][gt_index])
     if src.crs is not None and src.transform is not None:
-        x, y = src.transform * ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        x, y = src.transform @ ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         item.update(map_x=x, map_y=y, crs=src.crs.to_string())
         if src.crs.is_geographic:
             item.update(lon=x, lat=y)

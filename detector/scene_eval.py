@@ -98,7 +98,7 @@ def pixel_area_m2(crs, transform, width: int, height: int) -> float:
     if crs.is_projected:
         f = crs.linear_units_factor[1]
         return a * f * f
-    lat = (transform * (width / 2, height / 2))[1]
+    lat = (transform @ (width / 2, height / 2))[1]
     return a * _M_PER_DEG_LAT * _M_PER_DEG_LON_EQUATOR * math.cos(math.radians(lat))
 
 

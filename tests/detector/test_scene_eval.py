@@ -51,7 +51,7 @@ def write_gpkg_in_scene_crs(geojson, scene, out) -> Path:
         tr, crs = ds.transform, ds.crs.to_string()
     geoms = []
     for x1, y1, x2, y2 in boxes.astype(float):
-        ring = [tr * p for p in [(x1, y1), (x1, y2), (x2, y2), (x2, y1), (x1, y1)]]
+        ring = [tr @ p for p in [(x1, y1), (x1, y2), (x2, y2), (x2, y1), (x1, y1)]]
         geoms.append(_polygon_wkb(ring))
     names = np.array([CLASSES[i] for i in labels], dtype=object)
     pyogrio.raw.write(out, np.array(geoms, dtype=object), [names], ["class"], driver="GPKG",
