@@ -92,17 +92,29 @@ class _Plot:
         y = np.linspace(0, 1, 41)
         self.line(np.full_like(y, x), y, colour, label, width=2, dashed=True)
 
-    def save(self, path: Path) -> Path:
+    def draw_legend(self, row: int = 20, dash: tuple[int, int] = (4, 4)) -> None:
+        """The legend right of the axes, one ``row``-px line per entry (``dash``: on, off px for
+        dashed entries); entries past the image's bottom become "... and N more"."""
         fs = _font(13)
         x0, y0 = self.r + 20, self.t + 4
-        for i, (text, colour, dashed) in enumerate(self.legend):
-            y = y0 + 20 * i + 8
+        fits = max(1, int(self.img.height - 10 - y0) // row)
+        items = self.legend
+        if len(items) > fits:  # many classes: the rest are still drawn, only unnamed
+            items = items[:fits - 1]
+            self.d.text((x0, y0 + row * len(items) + 8), f"... and {len(self.legend) - len(items)} more",
+                        fill=(90, 90, 90), font=fs, anchor="lm")
+        on, off = dash
+        for i, (text, colour, dashed) in enumerate(items):
+            y = y0 + row * i + 8
             if dashed:
-                for k in range(0, 28, 8):
-                    self.d.line([(x0 + k, y), (x0 + k + 4, y)], fill=colour, width=3)
+                for k in range(0, 28, on + off):
+                    self.d.line([(x0 + k, y), (x0 + k + on, y)], fill=colour, width=3)
             else:
                 self.d.line([(x0, y), (x0 + 28, y)], fill=colour, width=3)
             self.d.text((x0 + 36, y), text, fill="black", font=fs, anchor="lm")
+
+    def save(self, path: Path) -> Path:
+        self.draw_legend()
         self.img.save(path)
         return path
 

@@ -237,22 +237,7 @@ class _Axes(_Plot):
                     font=_font(15), anchor="mm")
 
     def render(self) -> Image.Image:
-        fs = _font(13)
-        x0, y0 = self.r + 20, self.t + 4
-        fits = max(1, int(self.img.height - 10 - y0) // 19)
-        items = self.legend
-        if len(items) > fits:  # many classes: the rest are still drawn, only unnamed
-            items = items[:fits - 1]
-            self.d.text((x0, y0 + 19 * len(items) + 8), f"... and {len(self.legend) - len(items)} more",
-                        fill=(90, 90, 90), font=fs, anchor="lm")
-        for i, (text, colour, dashed) in enumerate(items):
-            y = y0 + 19 * i + 8
-            if dashed:
-                for k in range(0, 28, 9):
-                    self.d.line([(x0 + k, y), (x0 + k + 5, y)], fill=colour, width=3)
-            else:
-                self.d.line([(x0, y), (x0 + 28, y)], fill=colour, width=3)
-            self.d.text((x0 + 36, y), text, fill="black", font=fs, anchor="lm")
+        self.draw_legend(row=19, dash=(5, 4))
         return self.img
 
 
