@@ -152,16 +152,13 @@ class DetectionDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
 
     def train_dataloader(self) -> DataLoader:
+        order: dict = {"shuffle": True}
         if self.balance:
             from torch.utils.data import WeightedRandomSampler
 
             w = torch.as_tensor(balanced_weights(self.train_set.labels), dtype=torch.double)
-            sampler = WeightedRandomSampler(w, num_samples=len(w), replacement=True)
-            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
-                              drop_last=len(self.train_set) > self.batch_size, collate_fn=collate,
-                              num_workers=self.num_workers, worker_init_fn=_worker_init,
-                              persistent_workers=self.num_workers > 0)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+            order = {"sampler": WeightedRandomSampler(w, num_samples=len(w), replacement=True)}
+        return DataLoader(self.train_set, batch_size=self.batch_size, **order,
                           drop_last=len(self.train_set) > self.batch_size,
                           collate_fn=collate, num_workers=self.num_workers, worker_init_fn=_worker_init,
                           persistent_workers=self.num_workers > 0)

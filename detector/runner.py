@@ -25,9 +25,7 @@ from detector import raster, tiling
 from detector.spec import ModelSpec
 
 
-GDAL_CACHE_MB = 64
-
-
+GDAL_CACHE_MB = 64  # GDAL's block cache for scene reads (its default grows with RAM)
 BATCH_TILE = 512  # batch sizes are counted in windows of this size (see Detector.windows_per_batch)
 
 

@@ -51,23 +51,10 @@ _M_PER_DEG_LON_EQUATOR = 111_320.0
 _ROWS_PER_READ = 512
 
 
-def crossing_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int,
-                  tol: float = 1e-3) -> np.ndarray:
-    """(N,) bool: box (scene pixels, xyxy) lies wholly inside no single window of the grid
-    ``scene_windows(width, height, tile, overlap)``. The grid is a product of column and row
-    starts, so a box fits some window iff it fits some column span and some row span."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    cols = np.asarray(window_starts(width, tile, overlap), np.float64)
-    rows = np.asarray(window_starts(height, tile, overlap), np.float64)
-    fit_x = ((cols[None] <= boxes[:, :1] + tol) & (boxes[:, 2:3] <= cols[None] + tile + tol)).any(1)
-    fit_y = ((rows[None] <= boxes[:, 1:2] + tol) & (boxes[:, 3:4] <= rows[None] + tile + tol)).any(1)
-    return ~(fit_x & fit_y)
-
-
-def cut_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int,
-             tol: float = 1e-3) -> np.ndarray:
-    """(N,) bool: some window of the grid cuts the box: overlaps it without containing it
-    (the objects at risk of being split or reported twice by the merge step)."""
+def _window_spans(boxes, width: int, height: int, tile: int, overlap: int, tol: float):
+    """Each box against each column span and each row span of the window grid
+    ``scene_windows(width, height, tile, overlap)`` (a product of column and row starts):
+    ``(overlaps_x, holds_x, overlaps_y, holds_y)``, each (N, spans) bool."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     cols = np.asarray(window_starts(width, tile, overlap), np.float64)[None]
     rows = np.asarray(window_starts(height, tile, overlap), np.float64)[None]
@@ -75,6 +62,23 @@ def cut_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int
     iy = (rows < boxes[:, 3:4] - tol) & (rows + tile > boxes[:, 1:2] + tol)
     cx = (cols <= boxes[:, :1] + tol) & (boxes[:, 2:3] <= cols + tile + tol)
     cy = (rows <= boxes[:, 1:2] + tol) & (boxes[:, 3:4] <= rows + tile + tol)
+    return ix, cx, iy, cy
+
+
+def crossing_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int,
+                  tol: float = 1e-3) -> np.ndarray:
+    """(N,) bool: box (scene pixels, xyxy) lies wholly inside no single window of the grid
+    ``scene_windows(width, height, tile, overlap)``. The grid is a product of column and row
+    starts, so a box fits some window iff it fits some column span and some row span."""
+    _, cx, _, cy = _window_spans(boxes, width, height, tile, overlap, tol)
+    return ~(cx.any(1) & cy.any(1))
+
+
+def cut_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int,
+             tol: float = 1e-3) -> np.ndarray:
+    """(N,) bool: some window of the grid cuts the box: overlaps it without containing it
+    (the objects at risk of being split or reported twice by the merge step)."""
+    ix, cx, iy, cy = _window_spans(boxes, width, height, tile, overlap, tol)
     return ((ix & ~cx).any(1) & iy.any(1)) | (ix.any(1) & (iy & ~cy).any(1))
 
 

@@ -162,8 +162,7 @@ def _mosaics(images: list[np.ndarray], t: int, limit: int) -> list[np.ndarray]:
     than the dataset's tiles): real content everywhere, since a constant padded area gives
     many exactly tied scores whose order is arbitrary and would fail parity spuriously."""
     out, k = [], 0
-    per = max(1, len(images) // limit)
-    while len(out) < max(1, min(limit, len(images) // per)):
+    while len(out) < min(limit, len(images)):  # one canvas per image, each starting at the next
         canvas = np.zeros((t, t, images[0].shape[2]), images[0].dtype)
         y = 0
         while y < t:
@@ -221,13 +220,15 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
                     "model): train longer, or verify on other tiles with --verify")
         raise ParityError(f"{out}: ONNX Runtime does not match PyTorch: {json.dumps(report)}{hint}")
     if fp16 or int8:
-        report["variants"] = _variants(out, spec, source, fp16=fp16, int8=int8, calibrate=calibrate)
+        report["variants"] = _variants(out, spec, source, tiles, fp16=fp16, int8=int8, calibrate=calibrate)
     Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def _variants(out: Path, spec, data: str, *, fp16: bool, int8: bool, calibrate: str | None) -> dict:
-    """Write fp16/int8 variants of ``out`` and their mAP against float32 on ``data``."""
+def _variants(out: Path, spec, data: str, tiles: list[np.ndarray], *, fp16: bool, int8: bool,
+              calibrate: str | None) -> dict:
+    """Write fp16/int8 variants of ``out`` and their mAP against float32 on ``data``; int8 is
+    calibrated on ``calibrate``'s tiles, else on ``tiles`` (the verification tiles of ``data``)."""
     from detector.evaluate import evaluate_model
     from detector.export.quantize import to_fp16, to_int8
 
@@ -237,8 +238,8 @@ def _variants(out: Path, spec, data: str, *, fp16: bool, int8: bool, calibrate: 
     if fp16:
         todo.append(("fp16", lambda p: to_fp16(out, p)))
     if int8:
-        tiles, _ = verification_tiles(spec, calibrate or data, out)
-        todo.append(("int8", lambda p: to_int8(out, p, tiles)))
+        cal = verification_tiles(spec, calibrate, out)[0] if calibrate else tiles
+        todo.append(("int8", lambda p: to_int8(out, p, cal)))
     for name, make in todo:
         path = out.with_name(f"{out.stem}.{name}.onnx")
         make(path)

@@ -2,7 +2,7 @@
 
 Both keep the float32 input and outputs and the spec metadata, so the runner uses them
 unchanged. Their accuracy is reported as the mAP change against the float32 model on the
-same tiles (``compare_variants``).
+same tiles (``export_checkpoint(..., fp16=True, int8=True)``).
 """
 from __future__ import annotations
 

@@ -23,16 +23,16 @@ class TimedCheckpoints(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         elapsed = (time.monotonic() - self.t0) / 60
         while self.pending and elapsed >= self.pending[0]:
-            m = self.pending.pop(0)
-            path = self.dirpath / f"ckpt_{m:g}min.ckpt"
-            trainer.save_checkpoint(path)
-            self.saved[m] = str(path)
+            self._save(trainer, self.pending.pop(0))
 
     def on_train_end(self, trainer, pl_module) -> None:
         # a run that stopped by max_time just short of a mark still records its final state
         for m in self.pending:
             if abs((time.monotonic() - self.t0) / 60 - m) < 0.5:
-                path = self.dirpath / f"ckpt_{m:g}min.ckpt"
-                trainer.save_checkpoint(path)
-                self.saved[m] = str(path)
+                self._save(trainer, m)
         self.pending = [m for m in self.pending if m not in self.saved]
+
+    def _save(self, trainer, minutes: float) -> None:
+        path = self.dirpath / f"ckpt_{minutes:g}min.ckpt"
+        trainer.save_checkpoint(path)
+        self.saved[minutes] = str(path)

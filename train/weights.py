@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from detector.spec import SPEC_KEY, ModelSpec
+from detector.train.checkpoint import load_tensors, model_state
 from detector.train.models import PRETRAINED
 
 log = logging.getLogger("revet.train")
@@ -148,8 +149,6 @@ def _hash_prefix(url: str) -> str | None:
 
 
 def _read(path: Path):
-    from detector.train.checkpoint import load_tensors
-
     try:
         return load_tensors(path)
     except Exception as e:
@@ -165,7 +164,7 @@ def _state_dict(obj, path) -> dict[str, torch.Tensor]:
     if isinstance(obj.get("state_dict"), dict):
         sd = obj["state_dict"]
         if any(k.startswith("model.") for k in sd):
-            return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+            return model_state(obj)
         return dict(sd)
     if isinstance(obj.get("model"), dict):
         return dict(obj["model"])
@@ -247,12 +246,13 @@ def match_state(model: nn.Module, state: dict[str, torch.Tensor], *, class_heads
             "head_replaced": sorted(heads), "first_conv_adapted": adapted}
 
 
+def _rename(state: dict, key_map) -> dict:
+    """``state`` under ``key_map``'s names; tensors it maps to None are left out."""
+    return {nk: v for nk, v in ((key_map(k), v) for k, v in state.items()) if nk is not None}
+
+
 def _load_detector(model, spec, state, *, key_map, source_classes) -> dict:
-    mapped = {}
-    for k, v in state.items():
-        nk = key_map(k)
-        if nk is not None:
-            mapped[nk] = v
+    mapped = _rename(state, key_map)
     heads = CLASS_HEADS.get(type(model).__name__, ())
     replace = source_classes is not None and tuple(source_classes) != tuple(spec.classes)
     report = match_state(model, mapped, class_heads=heads, replace_heads=replace, bands=spec.num_bands)
@@ -262,11 +262,7 @@ def _load_detector(model, spec, state, *, key_map, source_classes) -> dict:
 
 def _load_backbone(model, spec, state, key_map) -> dict:
     """ImageNet classifier weights -> the backbone body only; the rest stays as initialised."""
-    mapped = {}
-    for k, v in state.items():
-        nk = key_map(k)
-        if nk is not None:
-            mapped[nk] = v
+    mapped = _rename(state, key_map)
     if not mapped:
         raise WeightsError(f"architecture {spec.arch!r}: no classifier weights map onto its backbone")
     report = match_state(model, mapped, bands=spec.num_bands)
