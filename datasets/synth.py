@@ -32,6 +32,7 @@ import numpy as np
 from . import synth_objects as so
 from . import synth_render as sr
 from . import synth_terrain as st
+from .synth_style import Style, draw_wide_conditions, sensor_look
 
 CLASSES = ("bunker", "revetment", "shelter")
 CRS = "EPSG:32637"  # UTM zone 37N
@@ -65,7 +66,7 @@ def _check_gsd(gsd: float) -> None:
 
 
 def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negatives: bool = True,
-                 contain: bool = True, targets: bool = True) -> Rendered:
+                 contain: bool = True, targets: bool = True, style: Style = Style()) -> Rendered:
     """Render one ``height x width`` image from ``seed`` (deterministic).
 
     Independent random streams drive background, targets, negatives, light and textures, so the
@@ -73,6 +74,8 @@ def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negati
     ``targets=False`` draws no targets (a negatives-only image: every detection on it is false).
     ``contain``: every target footprint lies inside the image (tiles); the large scene uses
     the same rule, objects fall anywhere else (across any 512-px window boundary).
+    ``style`` (:class:`~detector.datasets.synth_style.Style`): how far terrain, materials, light
+    and sensor vary; the standard style gives the generator's standard images.
     """
     _check_gsd(gsd)
     if height < 32 or width < 32:
@@ -81,8 +84,11 @@ def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negati
     ss = np.random.SeedSequence(int(seed))
     bg_rng, tg_rng, ng_rng, ph_rng, tx_rng = (np.random.default_rng(s) for s in ss.spawn(5))
     cond = sr.draw_conditions(ph_rng)
+    sty_rng = np.random.default_rng(ss.spawn(1)[0])  # a sixth stream: the standard five stay as they were
+    if style.sensor:
+        cond = draw_wide_conditions(sty_rng, cond)
 
-    bgd = st.make_background(bg_rng, shape, gsd)
+    bgd = st.make_background(bg_rng, shape, gsd, style)
     occ = so.Occupancy(shape, gsd)
     for tr in bgd.tracks:
         occ.add_track(tr)
@@ -116,7 +122,7 @@ def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negati
     albedo = albedo * (1 - tree_a[..., None]) + tree_col * tree_a[..., None]
     height_map = bgd.height + np.maximum(obj_h, tree_h)
 
-    image = sr.render(height_map, albedo, gsd, cond, tx_rng)
+    image = sensor_look(sr.render(height_map, albedo, gsd, cond, tx_rng), sty_rng, style)
     boxes, labels = _boxes(footprints, tree_a)
     return Rendered(image, boxes, labels, targets, negs, cond)
 
@@ -137,15 +143,27 @@ def _boxes(footprints: list, tree_alpha: np.ndarray):
 
 
 def render_tile(seed: int, *, size: int = 512, gsd: float = 0.5, negatives: bool = True,
-                targets: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                targets: bool = True, style: Style = Style()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one square tile: ``(image, boxes, labels)``.
 
     image: ``(size, size, 3)`` uint8 RGB. boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels
     (x right, y down, pixel edges: a box over pixel columns 10..19 has x1=10, x2=20), each fully
     inside the tile. labels: ``(N,)`` int64 indices into ``CLASSES``. Deterministic in ``seed``.
     """
-    r = render_image(seed, size, size, gsd=gsd, negatives=negatives, contain=True, targets=targets)
+    r = render_image(seed, size, size, gsd=gsd, negatives=negatives, contain=True, targets=targets,
+                     style=style)
     return r.image, r.boxes, r.labels
+
+
+def tile_gsd(seed: int, gsd: float, gsd_range: tuple[float, float] | None) -> float:
+    """Ground sample distance (m/px) of a tile: ``gsd``, or drawn log-uniformly from ``gsd_range``
+    by the tile's seed (a fixed function, so datasets are reproducible)."""
+    if not gsd_range:
+        return gsd
+    lo, hi = (float(v) for v in gsd_range)
+    _check_gsd(lo), _check_gsd(hi)
+    u = np.random.default_rng([int(seed) % 2**63, 5]).random()
+    return float(round(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))), 4))
 
 
 def tile_seed(seed: int, split: str, index: int) -> int:
@@ -161,11 +179,12 @@ def scene_seed(seed: int) -> int:
     return int(np.random.SeedSequence([int(seed), _SCENE_KEY]).generate_state(1)[0])
 
 
-def tile_transform(split: str, index: int, tile_size: int, gsd: float):
-    """Affine transform of a tile: tiles lie on a grid, 100 m apart, distinct per split/index."""
+def tile_transform(split: str, index: int, tile_size: int, gsd: float, grid_gsd: float | None = None):
+    """Affine transform of a tile: tiles lie on a grid, 100 m apart, distinct per split/index
+    (the grid is spaced for ``grid_gsd``, the largest pixel size of a dataset of mixed GSDs)."""
     from affine import Affine
 
-    step = tile_size * gsd + 100.0
+    step = tile_size * (grid_gsd or gsd) + 100.0
     row = SPLITS.index(split) * 1000 + index // 100
     return Affine(gsd, 0.0, 300000.0 + (index % 100) * step, 0.0, -gsd, 4300000.0 - row * step)
 
@@ -233,22 +252,25 @@ def write_geotiff16(path, image: np.ndarray, transform, *, block: int = 512) -> 
 
 
 def _tile_job(job: tuple):
-    split, index, seed, tile_size, gsd, (negatives, targets), out_dir, ms16 = job
+    split, index, seed, tile_size, gsd, (negatives, targets), out_dir, ms16, style, gsd_range = job
     ts = tile_seed(seed, split, index)
-    img, boxes, labels = render_tile(ts, size=tile_size, gsd=gsd, negatives=negatives, targets=targets)
+    gsd = tile_gsd(ts, gsd, gsd_range)
+    grid = max(gsd_range) if gsd_range else None
+    img, boxes, labels = render_tile(ts, size=tile_size, gsd=gsd, negatives=negatives, targets=targets,
+                                     style=style)
     name = f"{split}/{index:06d}.tif"
     if ms16:
         img16, boxes, labels = to_multiband16(img, boxes, labels, ts)
-        write_geotiff16(Path(out_dir) / name, img16, tile_transform(split, index, tile_size, gsd))
+        write_geotiff16(Path(out_dir) / name, img16, tile_transform(split, index, tile_size, gsd, grid))
     else:
-        write_geotiff(Path(out_dir) / name, img, tile_transform(split, index, tile_size, gsd))
+        write_geotiff(Path(out_dir) / name, img, tile_transform(split, index, tile_size, gsd, grid))
     return split, index, name, boxes.tolist(), labels.tolist()
 
 
 def _scene_job(job: tuple):
-    seed, scene_size, gsd, (negatives, targets), out_dir, ms16 = job
+    seed, scene_size, gsd, (negatives, targets), out_dir, ms16, style, _gsd_range = job
     r = render_image(scene_seed(seed), scene_size, scene_size, gsd=gsd, negatives=negatives, contain=True,
-                     targets=targets)
+                     targets=targets, style=style)
     transform = scene_transform(gsd)
     boxes, labels = r.boxes, r.labels
     if ms16:
@@ -303,7 +325,8 @@ def _coco(split: str, records: list, tile_size: int) -> dict:
 def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: int = 100,
                      tile_size: int = 512, scene_size: int = 2048, gsd: float = 0.5,
                      seed: int = 0, workers: int = 1, negatives: bool = True,
-                     preview: bool = False, multiband16: bool = False, targets: bool = True) -> dict:
+                     preview: bool = False, multiband16: bool = False, targets: bool = True,
+                     style: Style = Style(), gsd_range: tuple[float, float] | None = None) -> dict:
     """Write tiles (GeoTIFF + COCO JSON per split), one large scene (GeoTIFF + GeoJSON).
 
     Layout: ``out_dir/{train,val,test}/NNNNNN.tif`` and ``out_dir/{split}.json`` (file names
@@ -313,6 +336,9 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
     With ``multiband16``, images are 16-bit 4-band (R, G, B, NIR) with nodata 0 and nodata
     borders on some tiles and the scene (see :func:`to_multiband16`). ``negatives=False``: no
     hard negatives (same targets); ``targets=False``: negatives-only images with no labels.
+    ``style``: how far terrain, materials, light and sensor vary (see ``synth_style``);
+    ``gsd_range``: each tile drawn at its own ground sample distance in this range (metres per
+    pixel, log-uniform, :func:`tile_gsd`; the scene stays at ``gsd``).
     Returns a summary: counts per split and class, paths.
     """
     _check_gsd(gsd)
@@ -326,8 +352,8 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
         (out / split).mkdir(parents=True, exist_ok=True)
     jobs = []
     if scene_size:
-        jobs.append(("scene", seed, scene_size, gsd, (negatives, targets), str(out), multiband16))
-    jobs += [("tile", split, i, seed, tile_size, gsd, (negatives, targets), str(out), multiband16)
+        jobs.append(("scene", seed, scene_size, gsd, (negatives, targets), str(out), multiband16, style, None))
+    jobs += [("tile", split, i, seed, tile_size, gsd, (negatives, targets), str(out), multiband16, style, gsd_range)
              for split, n in counts.items() for i in range(n)]
     if workers > 1:
         with Pool(workers) as pool:
@@ -337,7 +363,8 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
 
     records = {s: [] for s in SPLITS}
     summary = {"out_dir": str(out), "gsd": gsd, "tile_size": tile_size, "seed": seed,
-               "classes": list(CLASSES), "splits": {}}
+               "classes": list(CLASSES), "splits": {}, "style": style.to_dict(),
+               "gsd_range": list(gsd_range) if gsd_range else None}
     for split, _i, name, boxes, labels in results:
         if split == "scene":
             summary["scene"] = {"tif": str(out / "scene.tif"),

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-SEASONS = ("spring", "summer", "autumn", "winter", "arid")
+from .synth_style import SEASONS, Style, palette_factor
+
 _SEASON_P = (0.22, 0.3, 0.2, 0.13, 0.15)
 
 # Linear-reflectance base colours per season. Values near published spectra of the materials
@@ -59,13 +60,26 @@ class Palette:
     concrete: np.ndarray
 
 
-def make_palette(rng: np.random.Generator) -> Palette:
-    """Draw a season and jittered colours for one image."""
-    season = SEASONS[rng.choice(len(SEASONS), p=_SEASON_P)]
+def make_palette(rng: np.random.Generator, style: Style = Style()) -> Palette:
+    """Draw a season (among ``style.seasons``) and jittered colours for one image.
+
+    ``style.palette_spread`` widens the jitter of every colour (terrain and object materials);
+    ``style.tint`` multiplies them all by one per-channel tint. The standard style draws exactly
+    what it always drew.
+    """
+    if tuple(style.seasons) == SEASONS:
+        season = SEASONS[rng.choice(len(SEASONS), p=_SEASON_P)]
+    else:
+        allowed = [SEASONS.index(x) for x in style.seasons]
+        p = np.asarray([_SEASON_P[i] for i in allowed])
+        season = SEASONS[allowed[rng.choice(len(allowed), p=p / p.sum())]]
+    spread = style.palette_spread
+    tint = palette_factor(rng, style)
 
     def jit(c, s=0.12):
         # mostly brightness; little hue change, which quickly looks unnatural (pink soil)
-        k = rng.uniform(1 - s, 1 + s) * rng.uniform(0.96, 1.04, 3)
+        s = min(s * spread, 0.6)
+        k = rng.uniform(1 - s, 1 + s) * rng.uniform(1 - 0.04 * spread, 1 + 0.04 * spread, 3) * tint
         return (np.asarray(c, np.float32) * k).astype(np.float32)
 
     return Palette(
@@ -132,13 +146,14 @@ class Background:
     trees: dict = field(default_factory=dict)
 
 
-def make_background(rng: np.random.Generator, shape: tuple[int, int], gsd: float) -> Background:
+def make_background(rng: np.random.Generator, shape: tuple[int, int], gsd: float,
+                    style: Style = Style()) -> Background:
     """Ground height and albedo with fields, forest areas, roads; trees only as seeds.
 
     The number of random draws depends only on ``shape`` and ``gsd`` (never on objects), so the
     targets and negatives of an image can be drawn from independent generators.
     """
-    pal = make_palette(rng)
+    pal = make_palette(rng, style)
     h, w = shape
     extent_m = max(h, w) * gsd
     # Ground type: mostly grass, mostly bare soil, rocky, or farmland.

@@ -15,11 +15,13 @@ log = logging.getLogger("revet")
 
 def _synth(a) -> int:
     from detector.datasets.synth import generate_dataset
+    from detector.datasets.synth_style import Style
 
     summary = generate_dataset(a.out_dir, n_train=a.train, n_val=a.val, n_test=a.test,
                                scene_size=a.scene_size, gsd=a.gsd, seed=a.seed, workers=a.workers,
                                negatives=not a.no_negatives, preview=a.preview, multiband16=a.multiband16,
-                               targets=not a.no_targets)
+                               targets=not a.no_targets, style=Style.from_name(a.style, a.holdout),
+                               gsd_range=tuple(a.gsd_range) if a.gsd_range else None)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -28,7 +30,7 @@ def _train(a) -> int:
     from detector.train.fit import config_from_file, resume_config, train
 
     overrides = {"train": a.train, "val": a.val, "out": a.out, "arch": a.model, "epochs": a.epochs,
-                 "max_time": a.max_time, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr,
+                 "max_time": a.max_time, "steps": a.steps, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr,
                  "seed": a.seed, "num_workers": a.workers, "precision": a.precision,
                  "bands": [int(b) for b in a.bands.split(",")] if a.bands else None,
                  "classes": a.classes.split(",") if a.classes else None,
@@ -83,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preview", action="store_true", help="also write PNG previews with boxes")
     s.add_argument("--multiband16", action="store_true",
                    help="16-bit 4-band (R, G, B, NIR) imagery with nodata borders instead of 8-bit RGB")
+    s.add_argument("--style", choices=("standard", "varied"), default="standard",
+                   help="varied: terrain, materials, light and sensor as wide as the generator goes")
+    s.add_argument("--holdout", choices=("spring", "summer", "autumn", "winter", "arid"),
+                   help="never draw this season (a leave-one-style-out training set)")
+    s.add_argument("--gsd-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="draw each tile's metres per pixel from this range (the scene keeps --gsd)")
     s.set_defaults(func=_synth)
 
     t = sub.add_parser("train", help="train a detector on COCO datasets")
@@ -93,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="architecture name (see revet models)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--max-time", type=float, help="stop after this many minutes")
+    t.add_argument("--steps", type=int, help="optimizer steps (the schedule anneals over them); with --max-time, whichever ends first")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--crop", type=int, help="train on random crops of this size")
     t.add_argument("--lr", type=float)
@@ -101,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed (fast on CPUs with AVX512-BF16), 16-mixed (GPU)")
     t.add_argument("--bands", help="1-based band list, e.g. 3,2,1")
     t.add_argument("--classes", help="comma-separated class names (default: the dataset's)")
-    t.add_argument("--weights", help="none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)")
+    t.add_argument("--weights", help="none | coco | imagenet | revet-base (the shipped base model) | PATH (torchvision state dict or Revet .ckpt)")
     t.add_argument("--freeze", type=int, help="freeze the stem and this many backbone stages (-1: all)")
     t.add_argument("--patience", type=int, help="early stopping after this many validations without improvement")
     t.add_argument("--balance", action="store_true", help="class-balanced sampling (images with rare classes drawn more often)")

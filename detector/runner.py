@@ -68,8 +68,11 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None) -> "Detector":
-        """Load an ``.onnx`` model (torch-free) or a ``.ckpt`` checkpoint (needs revet[train])."""
-        path = Path(path)
+        """Load an ``.onnx`` model (torch-free), a ``.ckpt`` checkpoint (needs revet[train]) or a
+        shipped model by name (``revet-base``, ``revet-base:int8``; see :mod:`detector.zoo`)."""
+        from detector import zoo
+
+        path = zoo.resolve(path)
         if path.suffix == ".ckpt":
             from detector.export.torch_backend import TorchBackend  # torch only when asked
 

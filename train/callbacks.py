@@ -36,3 +36,73 @@ class TimedCheckpoints(L.Callback):
         path = self.dirpath / f"ckpt_{minutes:g}min.ckpt"
         trainer.save_checkpoint(path)
         self.saved[minutes] = str(path)
+
+
+def hardware() -> dict:
+    """What the run trains on: CPU model and the flags that decide speed, torch's CPU
+    capability, thread count, GPU name (None without one)."""
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    keys = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {"cpu": model, "cpu_flags": [k for k in keys if k in flags],
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+class StepBudget(L.Callback):
+    """Measure the step rate after ``probe`` steps and say what the budget buys.
+
+    Logs the steps per second, the steps and epochs that ``max_minutes`` (or the step limit)
+    buys, and warns when that is fewer than ``min_steps`` (enough for the chosen start: from
+    scratch needs thousands, a fine-tune from ``revet-base`` a few hundred). The figures land
+    in ``self.record`` (the run writes them to ``budget.json``)."""
+
+    def __init__(self, *, max_minutes: float | None, max_steps: int, steps_per_epoch: int,
+                 min_steps: int, start: str, probe: int = 8) -> None:
+        self.max_minutes, self.max_steps, self.steps_per_epoch = max_minutes, max_steps, steps_per_epoch
+        self.min_steps, self.start, self.probe = min_steps, start, probe
+        self.t0: float | None = None
+        self.first_step = 0
+        self.record: dict = {"start": start, "steps_planned": max_steps}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.t0 is None and trainer.global_step >= self.first_step + 2:  # skip warm-up steps
+            self.t0, self.first_step = time.monotonic(), trainer.global_step
+        elif self.t0 is None and self.first_step == 0:
+            self.first_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.t0 is None or "steps_per_s" in self.record:
+            return
+        done = trainer.global_step - self.first_step
+        if done < self.probe:
+            return
+        import logging
+
+        log = logging.getLogger("revet.train")
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        left = self.max_steps - trainer.global_step
+        if self.max_minutes:
+            left = min(left, int(rate * 60 * self.max_minutes - trainer.global_step))
+        buys = trainer.global_step + max(left, 0)
+        self.record.update(steps_per_s=round(rate, 3), steps_budget=buys,
+                           epochs_budget=round(buys / max(1, self.steps_per_epoch), 1))
+        log.info("step rate %.2f steps/s: the budget buys about %d steps (%.1f epochs)", rate, buys,
+                 buys / max(1, self.steps_per_epoch))
+        if buys < self.min_steps:
+            self.record["warning"] = (f"the budget buys about {buys} steps, fewer than the {self.min_steps} "
+                                      f"a {self.start} run needs: raise --max-time or --steps, or fine-tune "
+                                      f"from revet-base (--weights revet-base)")
+            log.warning("WARNING: %s", self.record["warning"])

@@ -18,7 +18,9 @@ class DetectionModule(L.LightningModule):
 
     The learning rate warms up linearly for ``warmup_steps`` then follows a cosine to
     ``lr * final_lr_frac``. Progress is the larger of step progress (``max_steps``) and time
-    progress (``max_minutes``), so a run bounded by wall time still anneals fully.
+    progress (``max_minutes``), so a run bounded by wall time still anneals fully. Training time
+    already spent is saved in every checkpoint (``revet_train_seconds``) and restored on
+    resume, as Lightning restores its own timer, so a resumed time-limited run ends annealed.
     """
 
     def __init__(self, spec_json: str, *, lr: float = 1e-3, weight_decay: float = 1e-4,
@@ -31,6 +33,7 @@ class DetectionModule(L.LightningModule):
         self.label_offset = BACKGROUND_OFFSET[self.spec.arch]
         self._val: list[ImageEval] = []
         self._t0: float | None = None
+        self._seconds_before = 0.0  # training seconds of earlier runs (restored on resume)
 
     def forward(self, images, targets=None):
         return self.model(images, targets)
@@ -49,10 +52,14 @@ class DetectionModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._t0 = time.monotonic()
 
+    def train_seconds(self) -> float:
+        """Training wall time so far, earlier (resumed) runs included."""
+        return self._seconds_before + (time.monotonic() - self._t0 if self._t0 is not None else 0.0)
+
     def _progress(self) -> float:
         p = self.global_step / max(1, self.hparams.max_steps)
         if self.hparams.max_minutes and self._t0 is not None:
-            p = max(p, (time.monotonic() - self._t0) / (60 * self.hparams.max_minutes))
+            p = max(p, self.train_seconds() / (60 * self.hparams.max_minutes))
         return min(1.0, p)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -98,3 +105,7 @@ class DetectionModule(L.LightningModule):
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[SPEC_KEY] = self.spec.to_json()
+        checkpoint["revet_train_seconds"] = self.train_seconds()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._seconds_before = float(checkpoint.get("revet_train_seconds", 0.0))

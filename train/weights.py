@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from detector import zoo
 from detector.spec import SPEC_KEY, ModelSpec
 from detector.train.checkpoint import load_tensors, model_state
 from detector.train.models import PRETRAINED
@@ -74,6 +75,10 @@ def load_weights(model: nn.Module, spec: ModelSpec, weights: str | os.PathLike |
         # After download, exactly the route of a local file.
         report = load_file(model, spec, fetch(name, cache_dir=cache_dir))
         report["source"] = f"{kind} ({name}, {report['source']})"
+    elif zoo.is_name(weights):
+        # a shipped model: its fp16 weights file, through the same route as any local file
+        report = load_file(model, spec, zoo.resolve(str(weights).split(":")[0], "weights"))
+        report["source"] = f"{weights} ({report['source']})"
     else:
         path = Path(weights)
         if not path.is_file():
