@@ -27,7 +27,7 @@ and skipped; the summary lists it under ``failed`` and the command exits non-zer
 from __future__ import annotations
 
 import glob
-import hashlib
+
 import json
 import logging
 import os
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from detector.hashing import sha256_file
 from detector.outputs import (FORMATS, atomic_write_text, format_for_path, parse_formats,
                               write_detections)
 from detector.runner import Detections, Detector
@@ -230,14 +231,6 @@ def _append_line(path: Path, entry: dict) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _scene_outputs(scene: Scene, formats: list[str], quicklook: bool) -> dict[str, str]:
     outs = {f: scene.name + FORMATS[f] for f in formats}
     if quicklook:
@@ -292,7 +285,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         out.mkdir(parents=True, exist_ok=True)
         for tmp in out.glob(".tmp.*"):  # left by a killed run (outputs.atomic_write)
             tmp.unlink(missing_ok=True)
-        job = {"model": os.path.abspath(model_name), "model_sha256": _sha256(Path(model_name))
+        job = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
                if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov}
         job_path = out / JOB
         if resume and job_path.exists():

@@ -133,16 +133,6 @@ def stage_evaluate(out: Path, corpus: dict) -> dict:
     return result
 
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_fp16_weights(ckpt: Path, dst: Path) -> Path:
     """The checkpoint's network weights in float16 (half the size) with its spec: a file that
     ``revet train --weights`` and :func:`detector.train.checkpoint.load_checkpoint` read."""
@@ -164,6 +154,7 @@ def stage_package(out: Path, corpus: dict, train_opts: dict, metrics: dict, dest
     import shutil
 
     from detector import zoo
+    from detector.hashing import sha256_file
 
     dest = Path(dest or zoo.ZOO_DIR / "revet-base")
     dest.mkdir(parents=True, exist_ok=True)
@@ -178,7 +169,7 @@ def stage_package(out: Path, corpus: dict, train_opts: dict, metrics: dict, dest
                 "AP50": {c: round(v["AP50"], 4) for c, v in m["per_class"].items()}}
 
     card = {"name": "revet-base", "arch": spec["arch"], "classes": spec["classes"],
-            "files": {f: sha256(dest / f) for f in (zoo.WEIGHTS, zoo.ONNX, zoo.ONNX_INT8)},
+            "files": {f: sha256_file(dest / f) for f in (zoo.WEIGHTS, zoo.ONNX, zoo.ONNX_INT8)},
             "training": {"corpus": corpus, "options": train_opts, "steps": budget.get("steps_done"),
                          "train_minutes": round(budget.get("train_seconds", 0) / 60, 1),
                          "precision": budget.get("precision"), "hardware": budget.get("hardware")},

@@ -13,10 +13,11 @@ Each shipped model is one folder ``detector/zoo/<name>/`` holding::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+
+from detector.hashing import sha256_file
 
 ZOO_DIR = Path(__file__).resolve().parent
 ONNX, ONNX_INT8, WEIGHTS, CARD = "model.onnx", "model.int8.onnx", "weights.fp16.pt", "card.json"
@@ -75,9 +76,5 @@ def verify(name: str) -> dict[str, bool]:
     """``{file: hash matches the card}`` for every file the card lists."""
     result = {}
     for f, digest in card(name)["files"].items():
-        h = hashlib.sha256()
-        with open(ZOO_DIR / name / f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        result[f] = h.hexdigest() == digest
+        result[f] = sha256_file(ZOO_DIR / name / f) == digest
     return result
