@@ -27,7 +27,6 @@ and skipped; the summary lists it under ``failed`` and the command exits non-zer
 from __future__ import annotations
 
 import glob
-
 import json
 import logging
 import os
