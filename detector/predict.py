@@ -273,7 +273,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
 
     t0 = time.monotonic()
     det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads)
-    model_name = str(model) if not isinstance(model, Detector) else str(getattr(det.backend, "path", "<detector>"))
+    # the file scored (a shipped model's name resolves to its file), for the journal's model hash
+    model_name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))
     scenes, cats = collect_scenes(inputs)
     cat_ids = category_ids_for(det.spec.classes, cats)
     thr = det.spec.score_threshold if min_score is None else float(min_score)

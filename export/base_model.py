@@ -168,7 +168,7 @@ def stage_package(out: Path, corpus: dict, train_opts: dict, metrics: dict, dest
         return {"mAP50": round(m["mAP50"], 4), "mAP50_95": round(m["mAP50_95"], 4),
                 "AP50": {c: round(v["AP50"], 4) for c, v in m["per_class"].items()}}
 
-    card = {"name": "revet-base", "arch": spec["arch"], "classes": spec["classes"],
+    card = {"name": "revet-base", "arch": spec["arch"], "classes": spec["classes"], "spec": spec,
             "files": {f: sha256_file(dest / f) for f in (zoo.WEIGHTS, zoo.ONNX, zoo.ONNX_INT8)},
             "training": {"corpus": corpus, "options": train_opts, "steps": budget.get("steps_done"),
                          "train_minutes": round(budget.get("train_seconds", 0) / 60, 1),

@@ -49,7 +49,7 @@ def resolve(ref: str | os.PathLike, kind: str = "onnx") -> Path:
         return Path(s)
     name, _, variant = s.partition(":")
     if name not in available():
-        if not os.sep in s and "." not in s and s.startswith("revet-"):
+        if os.sep not in s and "." not in s and s.startswith("revet-"):
             raise ValueError(f"{s}: not a shipped model; shipped: {available()} (or give a file path)")
         return Path(s)
     if variant:

@@ -49,3 +49,43 @@ def test_kill_and_resume(synth_small, tmp_path):
     rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
     trained_epochs = sorted({int(r["epoch"]) for r in rows if r.get("train/loss")})
     assert trained_epochs == [0, 1, 2, 3]
+
+
+def test_time_limited_run_killed_and_resumed_ends_annealed(synth_small, tmp_path):
+    """#15.4: the learning-rate clock counts the time of the run before the kill, so a resumed
+    time-limited run ends at the schedule's final learning rate (lr x final_lr_frac), not at
+    the high rate a restarted clock would leave it on."""
+    run = tmp_path / "run"
+    minutes, lr = 1.0, 2e-3
+    (tmp_path / "opts.yaml").write_text("warmup_steps: 2\n")
+    args = [sys.executable, "-m", "detector.cli", "train", "--config", str(tmp_path / "opts.yaml"), "--train", str(synth_small / "train.json"),
+            "--val", str(synth_small / "val.json"), "--out", str(run), "--epochs", "1000", "--batch-size", "8",
+            "--crop", "64", "--max-time", str(minutes), "--lr", str(lr)]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "last.ckpt"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and p.poll() is None:
+            if last.exists():
+                time.sleep(0.5)
+                ck = torch.load(last, map_location="cpu", weights_only=True)
+                if ck["revet_train_seconds"] >= 0.3 * minutes * 60:
+                    break
+            time.sleep(0.2)
+        assert p.poll() is None, "training finished before it could be killed"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    killed = torch.load(last, map_location="cpu", weights_only=True)
+    assert killed["revet_train_seconds"] < 0.85 * minutes * 60  # killed mid-schedule
+    r = subprocess.run([sys.executable, "-m", "detector.cli", "train", "--resume", str(run)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    done = torch.load(last, map_location="cpu", weights_only=True)
+    assert done["global_step"] > killed["global_step"]
+    assert done["revet_train_seconds"] >= 0.95 * minutes * 60
+    # cosine to lr x 0.02; below 0.15 lr means progress above 0.76. A clock restarted on resume
+    # would end at the progress of the resumed part alone, under 0.7 (above 0.22 lr)
+    assert done["optimizer_states"][0]["param_groups"][0]["lr"] < 0.15 * lr
