@@ -95,20 +95,21 @@ def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike,
     evals: list[ImageEval | None] = [None] * len(labels.images)
     sources: list[Source] = []
     t = det.spec.tile_size
-    pending: list[tuple[int, np.ndarray]] = []
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def flush() -> None:
         if pending:
-            res = det.predict_tiles([p[1] for p in pending], min_score=min_score, batch_size=batch_size)
-            for (i, _), r in zip(pending, res):
+            res = det.predict_tiles([p[1] for p in pending], valid=[p[2] for p in pending],
+                                    min_score=min_score, batch_size=batch_size)
+            for (i, _, _), r in zip(pending, res):
                 rec = labels.images[i]
                 evals[i] = ImageEval(rec.boxes, rec.labels, r.boxes, r.scores, r.labels)
             pending.clear()
 
     for i, rec in enumerate(labels.images):
-        image, _valid, info = raster.read_image(rec.path, det.spec.bands)
+        image, valid, info = raster.read_image(rec.path, det.spec.bands)
         sources.append(Source(Path(rec.path), info.crs, info.transform if info.crs is not None else None))
-        pending.append((i, image))
+        pending.append((i, image, valid))
         # Tile-sized images are batched; others are scored alone as small scenes.
         if image.shape[:2] != (t, t) or len(pending) == batch_size:
             flush()

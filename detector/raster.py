@@ -141,6 +141,23 @@ def read_image(path: str | os.PathLike, bands) -> tuple[np.ndarray, np.ndarray, 
     return image, valid, info
 
 
+def fill_invalid(batch: np.ndarray, valid: np.ndarray, offset) -> np.ndarray:
+    """Set no-data pixels of a model batch to each band's ``offset``, in place, so that the
+    graph's scaling (:func:`scale_to_unit`) maps them to 0: exactly what training feeds the
+    network there (``TileDataset.to_unit`` zeroes invalid pixels after scaling), whatever the
+    nodata value (255, 0, -9999) or the padding past a raster edge.
+
+    batch: ``(B, C, H, W)`` float32 raw values; valid: ``(B, H, W)`` bool; offset: scalar or
+    one value per band. Returns ``batch``.
+    """
+    invalid = ~np.asarray(valid, bool)
+    if invalid.any():
+        off = np.broadcast_to(np.asarray(offset, np.float32).reshape(-1), (batch.shape[1],))
+        for c in range(batch.shape[1]):
+            batch[:, c][invalid] = off[c]
+    return batch
+
+
 def scale_to_unit(image: np.ndarray, offset, scale) -> np.ndarray:
     """``clip((raw - offset) / scale, 0, 1)`` per band, as float32. ``image`` is (H, W, C).
 

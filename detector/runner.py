@@ -5,8 +5,9 @@
     tiles = det.predict_tiles([array_hwc, ...])   # raw arrays, bands already in spec order
 
 Scenes are read window by window (``detector.tiling``), in batches, with the next batch read
-by a background thread while the model runs; windows that are all nodata are skipped and
-detections whose centre falls on nodata are dropped. Boxes are in scene pixels; the scene's
+by a background thread while the model runs; windows that are all nodata are skipped, nodata
+pixels are fed to the model as training saw them (0 after scaling, ``raster.fill_invalid``) and
+detections lying mostly on nodata (``MIN_VALID_FRACTION``) are dropped. Boxes are in scene pixels; the scene's
 CRS and transform ride along for georeferencing (``detector.outputs``).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from detector.spec import ModelSpec
 
 GDAL_CACHE_MB = 64  # GDAL's block cache for scene reads (its default grows with RAM)
 BATCH_TILE = 512  # batch sizes are counted in windows of this size (see Detector.windows_per_batch)
+MIN_VALID_FRACTION = 0.5  # detections with less of their box on valid pixels are dropped
 
 
 @dataclass
@@ -84,34 +86,48 @@ class Detector:
         return cls(backend, backend.spec)
 
     # ---------------------------------------------------------------- tiles
-    def _run_batch(self, tiles: list[np.ndarray]):
-        """tiles: list of (T, T, C) raw arrays -> backend outputs for the stacked batch."""
-        batch = np.stack([np.moveaxis(t, -1, 0) for t in tiles]).astype(np.float32, copy=False)
+    def _run_batch(self, tiles: list[np.ndarray], valid: list[np.ndarray]):
+        """tiles: (T, T, C) raw arrays, valid: their (T, T) masks -> backend outputs for the
+        stacked batch, no-data pixels filled as in training."""
+        batch = np.stack([np.moveaxis(t, -1, 0) for t in tiles]).astype(np.float32)
+        raster.fill_invalid(batch, np.stack(valid), self.spec.offset)
         return self.backend.run(batch)
 
-    def predict_tiles(self, arrays, *, min_score: float | None = None, batch_size: int = 8) -> list[Detections]:
-        """Score in-memory images, each ``(H, W, C)`` raw values with bands in spec order.
+    def _keep(self, boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray, thr: float) -> np.ndarray:
+        """(N,) bool: above ``thr``, a proper box, and mostly on valid pixels of its window."""
+        ok = (scores >= max(thr, 1e-9)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not valid.all():
+            ok &= tiling.valid_fraction(boxes, valid) >= MIN_VALID_FRACTION
+        return ok
+
+    def predict_tiles(self, arrays, *, valid=None, min_score: float | None = None,
+                      batch_size: int = 8) -> list[Detections]:
+        """Score in-memory images, each ``(H, W, C)`` raw values with bands in spec order;
+        ``valid``: one ``(H, W)`` bool mask per image (False: no data), default all valid.
 
         Images of exactly ``tile_size`` are batched directly; other sizes are scored as small
         scenes (windows and merging).
         """
         thr = self.spec.score_threshold if min_score is None else min_score
         out: list[Detections | None] = [None] * len(arrays)
+        masks = [np.ones(a.shape[:2], bool) for a in arrays] if valid is None else list(valid)
+        if len(masks) != len(arrays) or any(m.shape != a.shape[:2] for m, a in zip(masks, arrays)):
+            raise ValueError("valid: expected one (H, W) mask per image, of the image's height and width")
         t = self.spec.tile_size
         direct = [i for i, a in enumerate(arrays) if a.shape[:2] == (t, t)]
         per = self.windows_per_batch(batch_size)
         for s in range(0, len(direct), per):
             idx = direct[s:s + per]
-            boxes, scores, labels = self._run_batch([self._check(arrays[i], f"array {i}") for i in idx])
+            boxes, scores, labels = self._run_batch([self._check(arrays[i], f"array {i}") for i in idx],
+                                                    [masks[i] for i in idx])
             for k, i in enumerate(idx):
-                keep = scores[k] >= max(thr, 1e-9)
+                keep = self._keep(boxes[k], scores[k], masks[i], thr)
                 out[i] = Detections(boxes[k][keep], scores[k][keep], labels[k][keep].astype(np.int64),
                                     self.spec.classes, width=t, height=t)
         for i, a in enumerate(arrays):
             if out[i] is None:
                 a = self._check(a, f"array {i}")
-                valid = np.ones(a.shape[:2], bool)
-                out[i] = self._score_windows(_ArraySource(a, valid, t), a.shape[1], a.shape[0], thr,
+                out[i] = self._score_windows(_ArraySource(a, masks[i], t), a.shape[1], a.shape[0], thr,
                                              self.spec.overlap, batch_size)
         return out
 
@@ -169,22 +185,18 @@ class Detector:
         windows = tiling.scene_windows(width, height, t, overlap)
         parts_b, parts_s, parts_l, parts_w, parts_t = [], [], [], [], []
         for batch in _prefetch(source, windows, self.windows_per_batch(batch_size)):
-            tiles = [b[2] for b in batch]
-            boxes, scores, labels = self._run_batch(tiles)
+            boxes, scores, labels = self._run_batch([b[2] for b in batch], [b[3] for b in batch])
             for k, (wid, (col, row), _tile, valid) in enumerate(batch):
-                keep = scores[k] >= max(thr, 1e-9)
-                b = boxes[k][keep] + np.array([col, row, col, row], np.float32)
-                # Padding past the raster edge is not image: clip boxes to the raster.
-                b[:, 0::2] = np.clip(b[:, 0::2], 0, width)
-                b[:, 1::2] = np.clip(b[:, 1::2], 0, height)
-                # Drop detections centred on nodata.
-                cx = np.clip(((b[:, 0] + b[:, 2]) / 2 - col).astype(int), 0, t - 1)
-                cy = np.clip(((b[:, 1] + b[:, 3]) / 2 - row).astype(int), 0, t - 1)
-                ok = valid[cy, cx] & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-                b = b[ok]
+                # Padding past the raster edge is not image: clip boxes to the raster, then
+                # keep those above the threshold and mostly on valid pixels.
+                b = boxes[k].copy()
+                b[:, 0::2] = np.clip(b[:, 0::2], 0, width - col)
+                b[:, 1::2] = np.clip(b[:, 1::2], 0, height - row)
+                ok = self._keep(b, scores[k], valid, thr)
+                b = b[ok] + np.array([col, row, col, row], np.float32)
                 parts_b.append(b)
-                parts_s.append(scores[k][keep][ok])
-                parts_l.append(labels[k][keep][ok].astype(np.int64))
+                parts_s.append(scores[k][ok])
+                parts_l.append(labels[k][ok].astype(np.int64))
                 parts_w.append(np.full(len(b), wid))
                 parts_t.append(tiling.truncated_mask(b, col, row, t, width, height))
         if parts_b:

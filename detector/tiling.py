@@ -48,6 +48,28 @@ def truncated_mask(boxes: np.ndarray, col: int, row: int, tile: int, width: int,
     return t
 
 
+def valid_fraction(boxes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(N,) share of each box's pixels that are valid (not nodata, not padding).
+
+    boxes: (N, 4) xyxy in the pixels of ``valid`` (H, W) bool; a pixel counts when its centre
+    lies in the box; boxes are clipped to the mask, and a box covering no pixel gets 0.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, np.float64)
+    h, w = valid.shape
+    integral = np.zeros((h + 1, w + 1), np.int64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(valid, axis=0, dtype=np.int64), axis=1)
+    # pixel i covers [i, i + 1): it is in the box when x1 <= i + 0.5 < x2
+    x1 = np.clip(np.ceil(boxes[:, 0] - 0.5), 0, w).astype(int)
+    x2 = np.clip(np.ceil(boxes[:, 2] - 0.5), 0, w).astype(int)
+    y1 = np.clip(np.ceil(boxes[:, 1] - 0.5), 0, h).astype(int)
+    y2 = np.clip(np.ceil(boxes[:, 3] - 0.5), 0, h).astype(int)
+    x2, y2 = np.maximum(x2, x1), np.maximum(y2, y1)
+    n = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
+    area = (x2 - x1) * (y2 - y1)
+    return np.where(area > 0, n / np.maximum(area, 1), 0.0)
+
+
 def box_area(b: np.ndarray) -> np.ndarray:
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
 

@@ -108,3 +108,43 @@ def test_batches_hold_the_same_pixels_whatever_the_window(tmp_path):
     backend.run = lambda batch: calls.append(len(batch)) or run(batch)
     Detector(backend, spec).predict_tiles([np.zeros((256, 256, 3), np.uint8)] * 10, batch_size=1)
     assert calls == [4, 4, 2]
+
+
+@pytest.mark.parametrize("nodata", [0, 255])
+def test_nodata_value_does_not_change_detections(tmp_path, nodata):
+    """#15.2: nodata pixels reach the model as training fed them (the band offset, 0 after
+    scaling), whatever the nodata value. A square beside a nodata border of 255 used to merge
+    with the border into one bright region centred on nodata, and was lost."""
+    squares = [(170, 60, 24), (300, 300, 20)]
+    img = np.full((3, 400, 400), 60, np.uint8)
+    for x, y, s in squares:
+        img[:, y:y + s, x:x + s] = 254
+    img[:, :, :170] = nodata
+    path = tmp_path / f"nodata{nodata}.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=400, height=400, count=3, dtype="uint8",
+                       crs="EPSG:32637", transform=from_origin(500000, 4000000, 0.5, 0.5), nodata=nodata) as ds:
+        ds.write(img)
+    backend = BrightSquares(SPEC)
+    det = Detector(backend, SPEC).predict_scene(path)
+    assert sorted(det.boxes.round().astype(int).tolist()) == sorted([x, y, x + s, y + s] for x, y, s in squares)
+
+
+def test_nodata_pixels_are_filled_with_the_band_offset(tmp_path):
+    """What the backend receives: raw values where valid, the spec's per-band offset elsewhere."""
+    spec = ModelSpec(classes=("square",), bands=(1, 2, 3), tile_size=128, overlap=0, gsd=0.5,
+                     offset=(10.0, 20.0, 30.0), scale=(200.0, 200.0, 200.0))
+
+    class Record(BrightSquares):
+        def run(self, batch):
+            self.batches = getattr(self, "batches", []) + [batch.copy()]
+            return super().run(batch)
+
+    img = np.full((100, 100, 3), 77, np.uint8)
+    valid = np.ones((100, 100), bool)
+    valid[:, :40] = False
+    backend = Record(spec)
+    Detector(backend, spec).predict_tiles([img], valid=[valid])
+    b = backend.batches[0][0]  # (C, 128, 128): the 100 x 100 image padded to the window
+    assert (b[:, :100, 40:100] == 77).all()
+    for c, off in enumerate((10.0, 20.0, 30.0)):
+        assert (b[c, :100, :40] == off).all() and (b[c, 100:, :] == off).all() and (b[c, :, 100:] == off).all()

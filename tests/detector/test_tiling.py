@@ -32,3 +32,18 @@ def test_merge_keeps_neighbours_and_same_window_boxes():
     keep = tiling.merge_windows(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 1]),
                                 np.array([0, 1, 1]), np.zeros(3, bool))
     assert sorted(keep.tolist()) == [0, 1, 2]  # disjoint, or different class
+
+
+def test_valid_fraction_counts_pixel_centres_in_each_box():
+    valid = np.ones((10, 20), bool)
+    valid[:, :5] = False  # columns 0-4 no data
+    boxes = np.array([[0, 0, 10, 10],      # half on nodata
+                      [5, 0, 20, 10],      # all valid
+                      [0, 0, 4, 4],        # all nodata
+                      [3.6, 2, 7.4, 3],    # pixel centres 4.5, 5.5, 6.5 -> columns 4, 5, 6: 2 of 3 valid
+                      [18, 8, 40, 30],     # clipped to the mask: columns 18-19, rows 8-9
+                      [7, 7, 7, 9]],       # no area
+                     np.float32)
+    f = tiling.valid_fraction(boxes, valid)
+    np.testing.assert_allclose(f, [0.5, 1.0, 0.0, 2 / 3, 1.0, 0.0])
+    assert tiling.valid_fraction(np.zeros((0, 4), np.float32), valid).shape == (0,)
