@@ -1,6 +1,7 @@
 """Lightning callbacks of a training run."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -38,12 +39,14 @@ class TimedCheckpoints(L.Callback):
         self.saved[minutes] = str(path)
 
 
-def hardware() -> dict:
-    """What the run trains on: CPU model and the flags that decide speed, torch's CPU
-    capability, thread count, GPU name (None without one)."""
-    import platform
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which bf16 runs natively
+_BF16_ISAS = {"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+              "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2"}
 
-    import torch
+
+def cpu_info() -> tuple[str, set[str]]:
+    """(CPU model name, set of /proc/cpuinfo flags); flags empty where the file is missing."""
+    import platform
 
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -55,9 +58,27 @@ def hardware() -> dict:
                 break
     except OSError:
         pass
+    return model, flags
+
+
+def cpu_bf16() -> bool:
+    """True when the CPU runs bf16 natively (AVX512-BF16 or AMX-BF16) and oneDNN is not capped
+    below it (``ONEDNN_MAX_CPU_ISA=AVX2`` emulates an AVX2 machine: bf16 would then be slow)."""
+    flags = cpu_info()[1]
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and cap in _BF16_ISAS
+
+
+def hardware() -> dict:
+    """What the run trains on: CPU model and the flags that decide speed, torch's CPU
+    capability, oneDNN's ISA cap (None: none set), thread count, GPU name (None without one)."""
+    import torch
+
+    model, flags = cpu_info()
     keys = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     return {"cpu": model, "cpu_flags": [k for k in keys if k in flags],
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA"), "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
