@@ -28,6 +28,10 @@ class DetectionDataset(Dataset):
             object whole, so sparse targets are seen more often than empty ground. A box cut
             by the window is kept, clipped, when at least ``min_visibility`` of its area remains.
         cache: keep decoded images in memory (uint8/uint16 as read) after first use.
+
+    Images whose pixel size (metres, from the geotransform) differs from ``spec.gsd`` are read
+    resampled to it, with their boxes scaled, so objects are seen at the size in pixels the
+    runner shows them at (it resamples scenes the same way, :func:`detector.raster.read_image_at`).
     """
 
     def __init__(self, labels: LabelSet, spec: ModelSpec, *, transform=None, label_offset: int = 0,
@@ -38,19 +42,26 @@ class DetectionDataset(Dataset):
         self.labels, self.spec, self.transform = labels, spec, transform
         self.label_offset = label_offset
         self.crop, self.object_bias, self.min_visibility = crop, object_bias, min_visibility
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, float]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.labels.images)
 
-    def load_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """-> raw image (H, W, C) as read and valid mask (H, W), cached when asked."""
+    def load_raw(self, i: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """-> raw image (H, W, C) in the raster's dtype at the spec's pixel size, valid mask
+        (H, W) and ``f``, the raster's pixels per returned pixel; cached when asked."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        image, valid, _ = raster.read_image(self.labels.images[i].path, self.spec.bands)
+        image, valid, _, f = raster.read_image_at(self.labels.images[i].path, self.spec.bands, self.spec.gsd)
         if self._cache is not None:
-            self._cache[i] = (image, valid)
-        return image, valid
+            self._cache[i] = (image, valid, f)
+        return image, valid, f
+
+    def targets(self, i: int, f: float) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) in the returned image's pixels (the record's divided by ``f``), labels (N,)."""
+        rec = self.labels.images[i]
+        boxes = np.asarray(rec.boxes, np.float32).reshape(-1, 4)
+        return (boxes if f == 1.0 else boxes / np.float32(f)), rec.labels
 
     def to_unit(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         unit = raster.scale_to_unit(image, self.spec.offset, self.spec.scale)
@@ -59,8 +70,8 @@ class DetectionDataset(Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> unit image (H, W, C) float32, boxes (N, 4), labels (N,) (no offset, no augmentation)."""
-        rec = self.labels.images[i]
-        return self.to_unit(*self.load_raw(i)), rec.boxes, rec.labels
+        image, valid, f = self.load_raw(i)
+        return (self.to_unit(image, valid), *self.targets(i, f))
 
     def random_crop(self, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                     rng: np.random.Generator):
@@ -95,9 +106,8 @@ class DetectionDataset(Dataset):
         return out, vout, clipped[keep], labels[keep]
 
     def __getitem__(self, i: int):
-        image, valid = self.load_raw(i)
-        rec = self.labels.images[i]
-        boxes, labels = rec.boxes, rec.labels
+        image, valid, f = self.load_raw(i)
+        boxes, labels = self.targets(i, f)
         if self.crop:
             image, valid, boxes, labels = self.random_crop(image, valid, boxes, labels, np.random.default_rng(
                 np.random.randint(0, 2**31 - 1)))

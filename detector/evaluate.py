@@ -88,28 +88,32 @@ def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike,
                    threshold: float | None = None, device: str = "auto", batch_size: int = 8,
                    min_score: float = EVAL_MIN_SCORE) -> EvalRun:
     """Score every image of the COCO file ``data`` and compute the metrics (max 100
-    detections per image and class, as COCO; detections below ``min_score`` dropped)."""
+    detections per image and class, as COCO; detections below ``min_score`` dropped).
+    Images whose pixel size differs from the model's ``spec.gsd`` are resampled to it first
+    (:func:`detector.raster.read_image_at`); boxes are compared in the image's own pixels."""
     det = load_detector(model, device)
     thr = operating_threshold(det.spec, threshold, min_score)
     labels = read_coco(data).remap(det.spec.classes)
     evals: list[ImageEval | None] = [None] * len(labels.images)
     sources: list[Source] = []
     t = det.spec.tile_size
-    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+    pending: list[tuple[int, np.ndarray, np.ndarray, float]] = []
 
     def flush() -> None:
         if pending:
             res = det.predict_tiles([p[1] for p in pending], valid=[p[2] for p in pending],
                                     min_score=min_score, batch_size=batch_size)
-            for (i, _, _), r in zip(pending, res):
+            for (i, _, _, f), r in zip(pending, res):
                 rec = labels.images[i]
-                evals[i] = ImageEval(rec.boxes, rec.labels, r.boxes, r.scores, r.labels)
+                evals[i] = ImageEval(rec.boxes, rec.labels, (r.boxes * np.float32(f)).astype(np.float32),
+                                     r.scores, r.labels)
             pending.clear()
 
     for i, rec in enumerate(labels.images):
-        image, valid, info = raster.read_image(rec.path, det.spec.bands)
+        # read at the model's pixel size, as scenes are; boxes mapped back to the image's pixels
+        image, valid, info, f = raster.read_image_at(rec.path, det.spec.bands, det.spec.gsd)
         sources.append(Source(Path(rec.path), info.crs, info.transform if info.crs is not None else None))
-        pending.append((i, image, valid))
+        pending.append((i, image, valid, f))
         # Tile-sized images are batched; others are scored alone as small scenes.
         if image.shape[:2] != (t, t) or len(pending) == batch_size:
             flush()

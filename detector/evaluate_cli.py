@@ -33,7 +33,7 @@ def add_evaluate_command(subparsers) -> None:
         description="Tile level: --data TEST.json (COCO). Scene level: --scene SCENE.tif --labels "
                     "LABELS (GeoJSON, GeoPackage, shapefile; any CRS). Two models: compared side by side.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    v.add_argument("model", nargs="+", metavar="MODEL", help="a .onnx or .ckpt model; give two to compare")
+    v.add_argument("model", nargs="+", metavar="MODEL", help="a .onnx or .ckpt model, or a shipped model by name (revet-base, revet-base:int8); give two to compare")
     v.add_argument("--data", help="COCO JSON of test tiles (tile-level evaluation)")
     v.add_argument("--scene", help="GeoTIFF scene (scene-level evaluation, with --labels)")
     v.add_argument("--labels", help="vector labels of the scene: polygons with a class attribute")

@@ -26,6 +26,7 @@ exit status: 0 all scenes scored; 2 some inputs could not be read (listed in the
 
 examples:
   revet predict model.onnx scene.tif --out scene.geojson
+  revet predict revet-base scene.tif --out scene.geojson      # the shipped base model
   revet predict model.onnx 'scenes/*.tif' --out results/ --format geojson,gpkg,csv --quicklook
   revet predict model.onnx manifest.txt --out results/ --resume --device cuda --batch-size 32
   revet predict model.onnx data/test.json --out preds/ --format coco --min-score 0.01
@@ -38,7 +39,7 @@ def add_predict_command(subparsers) -> None:
         "predict", help="score tiles or GeoTIFF scenes with an ONNX model (no torch needed)",
         description="Score images or scenes of any size with an exported model; batch jobs are resumable.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("model", help="exported .onnx model (or a .ckpt, which needs revet[train])")
+    r.add_argument("model", help="exported .onnx model, a shipped model by name (revet-base, revet-base:int8), or a .ckpt (needs revet[train])")
     r.add_argument("inputs", nargs="+", help="files, folders, globs, .txt manifests, COCO dataset .json")
     r.add_argument("--out", required=True, help="output file (.geojson/.gpkg/.csv/.json) or folder")
     r.add_argument("--format", dest="formats", default=None,

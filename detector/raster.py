@@ -141,6 +141,46 @@ def read_image(path: str | os.PathLike, bands) -> tuple[np.ndarray, np.ndarray, 
     return image, valid, info
 
 
+def resample_factor(gsd: float | None, target_gsd: float | None, tolerance: float = 0.02) -> float:
+    """Raster pixels per model pixel when a raster of pixel size ``gsd`` (metres) is read at
+    ``target_gsd`` (metres); 1.0 when either is unknown or they differ by under ``tolerance``."""
+    if gsd and target_gsd and abs(target_gsd / gsd - 1) > tolerance:
+        return float(target_gsd / gsd)
+    return 1.0
+
+
+def read_image_at(path: str | os.PathLike, bands, gsd: float | None) -> tuple[np.ndarray, np.ndarray, RasterInfo, float]:
+    """Read a whole image resampled to pixel size ``gsd`` (metres; None: as stored), as the
+    runner reads scenes (:func:`resample_factor`, bilinear values, nearest mask).
+
+    Returns ``(image (H', W', C), valid (H', W'), info, f)``; ``f`` is raster pixels per
+    returned pixel, so a box in returned pixels times ``f`` is a box in the raster's pixels.
+    """
+    with open_raster(path) as ds:
+        info = raster_info(ds)
+        f = resample_factor(info.gsd, gsd)
+        if f == 1.0:
+            image, valid = read_window(ds, Window(0, 0, ds.width, ds.height), bands)
+        else:
+            h, w = max(1, round(ds.height / f)), max(1, round(ds.width / f))
+            image, valid = _read_resampled(ds, bands, h, w)
+            f = ds.width / w
+    return image, valid, info, f
+
+
+def _read_resampled(ds, bands, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    from rasterio.enums import Resampling
+
+    check_bands(ds.name, ds.count, bands)
+    data = ds.read(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.bilinear)
+    masks = ds.read_masks(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.nearest)
+    valid = masks.min(axis=0) > 0
+    alpha = alpha_band(ds)
+    if alpha is not None and alpha not in bands:
+        valid &= ds.read(alpha, out_shape=(h, w), resampling=Resampling.nearest) > 0
+    return np.ascontiguousarray(np.moveaxis(data, 0, -1)), valid
+
+
 def fill_invalid(batch: np.ndarray, valid: np.ndarray, offset) -> np.ndarray:
     """Set no-data pixels of a model batch to each band's ``offset``, in place, so that the
     graph's scaling (:func:`scale_to_unit`) maps them to 0: exactly what training feeds the

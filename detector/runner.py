@@ -163,9 +163,7 @@ class Detector:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
             info = raster.raster_info(ds)
             raster.check_bands(path, ds.count, self.spec.bands)
-            f = 1.0
-            if resample and info.gsd and self.spec.gsd and abs(self.spec.gsd / info.gsd - 1) > 0.02:
-                f = self.spec.gsd / info.gsd  # raster pixels per model pixel
+            f = raster.resample_factor(info.gsd, self.spec.gsd) if resample else 1.0  # raster px per model px
             if f == 1.0:
                 det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size),
                                           ds.width, ds.height, thr, ov, batch_size)

@@ -148,3 +148,24 @@ def test_nodata_pixels_are_filled_with_the_band_offset(tmp_path):
     assert (b[:, :100, 40:100] == 77).all()
     for c, off in enumerate((10.0, 20.0, 30.0)):
         assert (b[c, :100, :40] == off).all() and (b[c, 100:, :] == off).all() and (b[c, :, 100:] == off).all()
+
+
+def test_tile_evaluation_resamples_like_scenes(tmp_path):
+    """``evaluate_tiles`` reads a 0.25 m tile at the model's 0.5 m (the model sees the square at
+    half size) and compares boxes in the tile's own pixels: a perfect detector scores 1.0."""
+    import json
+
+    from detector.evaluate import evaluate_tiles
+
+    _scene(tmp_path / "fine.tif", [(100, 140, 60)], 256, gsd=0.25)
+    _scene(tmp_path / "native.tif", [(20, 30, 40)], 128, gsd=0.5)
+    coco = {"images": [{"id": 1, "file_name": "fine.tif", "width": 256, "height": 256},
+                       {"id": 2, "file_name": "native.tif", "width": 128, "height": 128}],
+            "categories": [{"id": 1, "name": "square"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 140, 60, 60]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [20, 30, 40, 40]}]}
+    (tmp_path / "test.json").write_text(json.dumps(coco))
+    backend = BrightSquares(SPEC)
+    run = evaluate_tiles(Detector(backend, SPEC), tmp_path / "test.json")
+    assert sorted(backend.seen_sizes) == [(30, 30), (40, 40)]
+    assert run.metrics["mAP50_95"] == pytest.approx(1.0)
