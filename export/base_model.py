@@ -11,7 +11,7 @@ so a rebuild interrupted anywhere resumes (training from ``run/last.ckpt``). Lay
     model.onnx, model.int8.onnx    exported with parity reports
     metrics_<set>.json             test metrics of model.onnx (and .int8) on each test set
 
-``package`` writes ``detector/models/revet-base/`` (see :mod:`detector.models`): fp16 weights,
+``package`` writes ``detector/zoo/revet-base/`` (see :mod:`detector.zoo`): fp16 weights,
 both ONNX files and ``card.json`` (hashes, training record, test metrics).
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ Stages (each skips what is already done, so the script resumes after an interrup
 style at a fresh seed, varied style at a fresh seed, the held-out season alone), ``train``
 (resumable, step-bounded), ``export`` (float32 + int8 ONNX with parity), ``evaluate`` (the three
 test sets), ``package`` (fp16 weights, both ONNX files, the card with hashes into
-``detector/models/revet-base/``). The config is ``configs/revet-base.yaml``.
+``detector/zoo/revet-base/``). The config is ``configs/revet-base.yaml``.
 """
 from __future__ import annotations
 
