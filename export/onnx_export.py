@@ -183,8 +183,9 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
                       calibrate: str | None = None, tile_size: int | None = None) -> dict:
     """Export ``ckpt`` to ONNX at ``out`` and check parity on real tiles.
 
-    Writes ``out`` and ``<out>.parity.json``; raises :class:`ParityError` (and removes ``out``)
-    when parity fails. With ``fp16`` / ``int8`` also writes ``<stem>.fp16.onnx`` /
+    Writes ``out`` and ``<out>.parity.json``; raises :class:`ParityError` when parity fails,
+    and ``ValueError`` before anything is written when there are no tiles to verify on; in
+    both cases no ``out`` is written (an earlier file there is kept). With ``fp16`` / ``int8`` also writes ``<stem>.fp16.onnx`` /
     ``<stem>.int8.onnx`` (int8 calibrated on ``calibrate``, default the verification set) and
     reports each variant's mAP change against the float32 model on the verification set.
     ``tile_size`` sets the exported graph's window (default: the training tile size): the
@@ -205,13 +206,20 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
         spec = dataclasses.replace(spec, tile_size=int(tile_size),
                                    max_detections=int(math.ceil(spec.max_detections * grow)))
     adapter = build_adapter(model, spec).eval()
-    export_onnx(adapter, out)
+    # the tiles first, and the model under a temporary name until it is verified: a failed
+    # export never leaves an unchecked model at ``out`` nor replaces a good one there
     tiles, source = verification_tiles(spec, verify, ckpt, n_verify)
-    report = parity_check(TorchBackend(adapter), OnnxBackend(out, device="cpu"), tiles)
+    unverified = out.with_name(f".{out.stem}.unverified{out.suffix}")
+    try:
+        export_onnx(adapter, unverified)
+        report = parity_check(TorchBackend(adapter), OnnxBackend(unverified, device="cpu"), tiles)
+    except BaseException:
+        unverified.unlink(missing_ok=True)
+        raise
     report.update({"checkpoint": str(ckpt), "onnx": str(out), "verify_data": source})
     if not report["passed"]:
         Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))
-        out.unlink(missing_ok=True)
+        unverified.unlink(missing_ok=True)
         hint = ""
         if report["matched"] and report["max_box_diff_px"] <= report["box_tol_px"] \
                 and report["max_score_diff"] <= report["score_tol"]:
@@ -219,6 +227,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
                     "likely come from near-tied scores, whose NMS order is arbitrary (an undertrained "
                     "model): train longer, or verify on other tiles with --verify")
         raise ParityError(f"{out}: ONNX Runtime does not match PyTorch: {json.dumps(report)}{hint}")
+    os.replace(unverified, out)
     if fp16 or int8:
         report["variants"] = _variants(out, spec, source, tiles, fp16=fp16, int8=int8, calibrate=calibrate)
     Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))

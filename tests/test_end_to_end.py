@@ -149,3 +149,19 @@ def test_failed_parity_removes_the_model_and_explains(trained, tmp_path, monkeyp
         onnx_export.export_checkpoint(trained, out)
     assert str(out) in str(e.value) and not out.exists()
     assert json.loads((tmp_path / "m.onnx.parity.json").read_text())["unmatched"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".onnx"] == []
+    # a good model already at the path is not replaced by the failed one
+    out.write_bytes(b"the good model")
+    with pytest.raises(onnx_export.ParityError):
+        onnx_export.export_checkpoint(trained, out)
+    assert out.read_bytes() == b"the good model"
+
+
+def test_export_without_verification_data_writes_no_model(trained, tmp_path):
+    """#15.5: the tiles are looked up before anything is written; no unverified .onnx is left."""
+    from detector.export import onnx_export
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ValueError, match="no tiles to verify"):
+        onnx_export.export_checkpoint(trained, out, verify=str(tmp_path / "missing.json"))
+    assert list(tmp_path.iterdir()) == []
