@@ -169,3 +169,42 @@ def test_tile_evaluation_resamples_like_scenes(tmp_path):
     run = evaluate_tiles(Detector(backend, SPEC), tmp_path / "test.json")
     assert sorted(backend.seen_sizes) == [(30, 30), (40, 40)]
     assert run.metrics["mAP50_95"] == pytest.approx(1.0)
+
+
+def _scene_in(path, crs, transform, size=400):
+    img = np.full((3, size, size), 60, np.uint8)
+    img[:, 140:200, 100:160] = 255                   # a 60 px square: 15 m at 0.25 m
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                       crs=crs, transform=transform) as ds:
+        ds.write(img)
+    return path
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32652", "EPSG:2263", "EPSG:4326"])
+def test_pixel_size_is_metres_whatever_the_crs(tmp_path, crs):
+    """#15.1: one 0.25 m scene written in metres, US survey feet and degrees is resampled by the
+    same factor (2 to the model's 0.5 m) and gives the same detections within 1 m."""
+    import math
+
+    lat = 37.5
+    if crs == "EPSG:32652":
+        t = from_origin(350000, 4150000, 0.25, 0.25)
+    elif crs == "EPSG:2263":
+        ft = 0.25 / 0.3048006096                      # US survey foot
+        t = from_origin(980000, 200000, ft, ft)
+    else:   # degrees: spherical approximation, independent of the code's ellipsoid
+        t = from_origin(127.0, lat, 0.25 / (111320 * math.cos(math.radians(lat))), 0.25 / 110950)
+    path = _scene_in(tmp_path / "s.tif", crs, t)
+    backend = BrightSquares(SPEC)
+    det = Detector(backend, SPEC).predict_scene(path)
+    assert det.extra["resampled"] == pytest.approx(2.0, rel=0.01)
+    assert max(w for w, h in backend.seen_sizes) in (29, 30, 31)
+    np.testing.assert_allclose(det.boxes, [[100, 140, 160, 200]], atol=4)   # 4 px = 1 m
+
+
+def test_rotated_geotransform_is_refused_by_name(tmp_path):
+    from rasterio.transform import Affine
+
+    path = _scene_in(tmp_path / "rot.tif", "EPSG:32652", Affine(0.25, 0.05, 350000, 0.05, -0.25, 4150000))
+    with pytest.raises(ValueError, match=r"rot\.tif: rotated or sheared geotransform"):
+        Detector(BrightSquares(SPEC), SPEC).predict_scene(path)
