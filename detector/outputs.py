@@ -19,9 +19,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import struct
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +31,8 @@ import numpy as np
 from rasterio.warp import transform as warp_transform
 
 from detector.runner import Detections
+
+log = logging.getLogger("revet.outputs")
 
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv", "coco": ".coco.json"}
 GPKG_LAYER = "detections"
@@ -57,6 +61,59 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+LOCK_FILE = ".revet.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike):
+    """Hold ``folder/.revet.lock`` (an advisory ``flock``) while a job writes into ``folder``.
+    A second job into the same folder logs that it waits and starts when the first is done, so
+    neither resets the other's journal nor writes over its files. No-op where ``fcntl`` is
+    missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(folder) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            log.warning("%s: another job (pid %s) is writing here; waiting for it to finish", folder, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.tmp.<pid>.<name>``, :func:`atomic_write`) in ``folder``
+    left by processes that are no longer running; another live job's in-flight files stay.
+    Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".tmp.*"):
+        pid = tmp.name.split(".")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 # ------------------------------------------------------------------ geometry

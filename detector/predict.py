@@ -19,13 +19,16 @@ Where the results go depends on ``out``:
   after all of a scene's files are written, a line is appended to ``OUT/journal.jsonl``. With
   ``resume=True`` scenes already in the journal whose files all exist are skipped, so a killed
   job picks up where it stopped. At the end: ``OUT/coco_results.json`` (all scenes, for
-  ``coco``), ``OUT/all_detections.csv`` (for ``csv``) and ``OUT/summary.json``.
+  ``coco``), ``OUT/all_detections.csv`` (for ``csv``) and ``OUT/summary.json``. A job holds
+  ``OUT/.revet.lock`` while it runs: a second job into the same folder waits for it, and a
+  start removes only the temporary files of processes that are gone.
 
 An input that cannot be scored (missing, empty, corrupt, too few bands) is logged with its name
 and skipped; the summary lists it under ``failed`` and the command exits non-zero.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -37,8 +40,8 @@ from pathlib import Path
 from typing import Sequence
 
 from detector.hashing import sha256_file
-from detector.outputs import (FORMATS, atomic_write_text, format_for_path, parse_formats,
-                              write_detections)
+from detector.outputs import (FORMATS, atomic_write_text, folder_lock, format_for_path, parse_formats,
+                              remove_stale_temps, write_detections)
 from detector.runner import Detections, Detector
 
 log = logging.getLogger("revet.predict")
@@ -280,95 +283,97 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     thr = det.spec.score_threshold if min_score is None else float(min_score)
     ov = det.spec.overlap if overlap is None else int(overlap)
 
-    journal: dict[str, dict] = {}
-    if not single:
-        out.mkdir(parents=True, exist_ok=True)
-        for tmp in out.glob(".tmp.*"):  # left by a killed run (outputs.atomic_write)
-            tmp.unlink(missing_ok=True)
-        job = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
-               if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov}
-        job_path = out / JOB
-        if resume and job_path.exists():
-            old = json.loads(job_path.read_text())
-            diff = [k for k in ("model_sha256", "min_score", "overlap") if old.get(k) != job[k]]
-            if diff:
-                raise ValueError(f"{out}: cannot resume: {', '.join(diff)} differ from the earlier job "
-                                 f"({ {k: old.get(k) for k in diff} } vs { {k: job[k] for k in diff} }); "
-                                 "use a new --out folder or run without --resume")
-            journal = read_journal(out / JOURNAL)
-        else:
-            atomic_write_text(job_path, json.dumps(job, indent=2))
-            atomic_write_text(out / JOURNAL, "")
-
-    results: list[tuple[Scene, Detections]] = []
-    records: list[dict] = []
-    failed: list[dict] = []
-    todo: list[Scene] = []
-    for s in scenes:
-        entry = journal.get(os.path.abspath(s.path))
-        if not single and _is_done(entry, s, _scene_outputs(s, fmts, quicklook), out):
-            records.append({**entry, "resumed": True})
-        else:
-            todo.append(s)
-    if records:
-        log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
-    prog = Progress(len(scenes), skipped=len(records), enabled=progress)
-    tiles = pixels = 0
-    t_score = time.monotonic()
-    try:
-        for k, s in enumerate(todo, 1):
-            ts = time.monotonic()
-            try:
-                r = det.predict_scene(s.path, min_score=thr, overlap=ov, batch_size=batch_size)
-                if single:
-                    results.append((s, r))
-                    if quicklook:
-                        _quicklook(r, out.parent / (s.name + QUICKLOOK_SUFFIX), det)
-                else:
-                    wanted = _scene_outputs(s, fmts, quicklook)
-                    for f in fmts:
-                        write_detections([r], out / wanted[f], f, image_ids=[s.image_id], category_ids=cat_ids)
-                    if quicklook:
-                        _quicklook(r, out / wanted["quicklook"], det)
-            except Exception as e:  # one bad scene must not end a job of thousands
-                log.error("skipping %s: %s", s.path, e)
-                failed.append({"path": str(s.path), "error": f"{type(e).__name__}: {e}"})
-                prog.update(k, s.path.name)
-                continue
-            rec = {"key": os.path.abspath(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
-                   "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
-                   "height": r.height, "seconds": round(time.monotonic() - ts, 3)}
-            if not single:
-                rec["outputs"] = _scene_outputs(s, fmts, quicklook)
-                _append_line(out / JOURNAL, rec)
-            records.append(rec)
-            tiles += rec["windows"]
-            pixels += r.width * r.height
-            log.debug("[%d/%d] %s: %d detections", k, len(todo), s.path, len(r))
-            prog.update(k, s.path.name)
-    finally:
-        score_s = time.monotonic() - t_score
-        summary = {
-            "model": model_name, "out": str(out), "mode": "file" if single else "folder", "formats": fmts,
-            "inputs": len(scenes), "scored": len(records) - sum(1 for r in records if r.get("resumed")),
-            "resumed": sum(1 for r in records if r.get("resumed")), "failed": failed,
-            "detections": sum(r["detections"] for r in records), "min_score": thr,
-            "category_ids": dict(zip(det.spec.classes, cat_ids)),
-            "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
-            "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
-            "seconds": round(time.monotonic() - t0, 2),
-            "complete": len(records) + len(failed) == len(scenes),
-            "scenes": [{k: v for k, v in r.items() if k != "key"} for r in records],
-        }
+    lock = contextlib.ExitStack()
+    with lock:
+        journal: dict[str, dict] = {}
         if not single:
-            atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))
+            out.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(folder_lock(out))  # a second job into this folder waits for this one
+            remove_stale_temps(out)  # only files of processes that are gone (a killed run)
+            job = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
+                   if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov}
+            job_path = out / JOB
+            if resume and job_path.exists():
+                old = json.loads(job_path.read_text())
+                diff = [k for k in ("model_sha256", "min_score", "overlap") if old.get(k) != job[k]]
+                if diff:
+                    raise ValueError(f"{out}: cannot resume: {', '.join(diff)} differ from the earlier job "
+                                     f"({ {k: old.get(k) for k in diff} } vs { {k: job[k] for k in diff} }); "
+                                     "use a new --out folder or run without --resume")
+                journal = read_journal(out / JOURNAL)
+            else:
+                atomic_write_text(job_path, json.dumps(job, indent=2))
+                atomic_write_text(out / JOURNAL, "")
 
-    if single:
-        ordered = [r for _, r in results]
-        write_detections(ordered, out, fmts[0], image_ids=[s.image_id for s, _ in results], category_ids=cat_ids)
-    else:
-        _write_combined(out, scenes, records, fmts)
-    return summary
+        results: list[tuple[Scene, Detections]] = []
+        records: list[dict] = []
+        failed: list[dict] = []
+        todo: list[Scene] = []
+        for s in scenes:
+            entry = journal.get(os.path.abspath(s.path))
+            if not single and _is_done(entry, s, _scene_outputs(s, fmts, quicklook), out):
+                records.append({**entry, "resumed": True})
+            else:
+                todo.append(s)
+        if records:
+            log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
+        prog = Progress(len(scenes), skipped=len(records), enabled=progress)
+        tiles = pixels = 0
+        t_score = time.monotonic()
+        try:
+            for k, s in enumerate(todo, 1):
+                ts = time.monotonic()
+                try:
+                    r = det.predict_scene(s.path, min_score=thr, overlap=ov, batch_size=batch_size)
+                    if single:
+                        results.append((s, r))
+                        if quicklook:
+                            _quicklook(r, out.parent / (s.name + QUICKLOOK_SUFFIX), det)
+                    else:
+                        wanted = _scene_outputs(s, fmts, quicklook)
+                        for f in fmts:
+                            write_detections([r], out / wanted[f], f, image_ids=[s.image_id], category_ids=cat_ids)
+                        if quicklook:
+                            _quicklook(r, out / wanted["quicklook"], det)
+                except Exception as e:  # one bad scene must not end a job of thousands
+                    log.error("skipping %s: %s", s.path, e)
+                    failed.append({"path": str(s.path), "error": f"{type(e).__name__}: {e}"})
+                    prog.update(k, s.path.name)
+                    continue
+                rec = {"key": os.path.abspath(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
+                       "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
+                       "height": r.height, "seconds": round(time.monotonic() - ts, 3)}
+                if not single:
+                    rec["outputs"] = _scene_outputs(s, fmts, quicklook)
+                    _append_line(out / JOURNAL, rec)
+                records.append(rec)
+                tiles += rec["windows"]
+                pixels += r.width * r.height
+                log.debug("[%d/%d] %s: %d detections", k, len(todo), s.path, len(r))
+                prog.update(k, s.path.name)
+        finally:
+            score_s = time.monotonic() - t_score
+            summary = {
+                "model": model_name, "out": str(out), "mode": "file" if single else "folder", "formats": fmts,
+                "inputs": len(scenes), "scored": len(records) - sum(1 for r in records if r.get("resumed")),
+                "resumed": sum(1 for r in records if r.get("resumed")), "failed": failed,
+                "detections": sum(r["detections"] for r in records), "min_score": thr,
+                "category_ids": dict(zip(det.spec.classes, cat_ids)),
+                "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
+                "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
+                "seconds": round(time.monotonic() - t0, 2),
+                "complete": len(records) + len(failed) == len(scenes),
+                "scenes": [{k: v for k, v in r.items() if k != "key"} for r in records],
+            }
+            if not single:
+                atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))
+
+        if single:
+            ordered = [r for _, r in results]
+            write_detections(ordered, out, fmts[0], image_ids=[s.image_id for s, _ in results], category_ids=cat_ids)
+        else:
+            _write_combined(out, scenes, records, fmts)
+        return summary
 
 
 def _quicklook(r: Detections, path: Path, det: Detector) -> None:

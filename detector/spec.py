@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,16 +105,16 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "ModelSpec":
+        # Forward compatible: a model exported by a newer Revet still scores here. Fields this
+        # version does not know are dropped with a warning, as is a newer version number.
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown model spec fields {unknown}; known: {sorted(known)}")
         version = d.get("version", SPEC_VERSION)
-        if version > SPEC_VERSION:
-            raise ValueError(
-                f"{source}: model spec version {version} is newer than this Revet understands "
-                f"({SPEC_VERSION}); upgrade revet"
-            )
+        if unknown or version > SPEC_VERSION:
+            warnings.warn(f"{source}: model spec version {version} (this Revet reads {SPEC_VERSION})"
+                          + (f" has fields {unknown} unknown here; they are ignored" if unknown else "")
+                          + "; upgrade revet to use everything the model records", stacklevel=2)
+            d = {k: v for k, v in d.items() if k in known and k != "version"}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 

@@ -56,12 +56,34 @@ def export_onnx(adapter, out: str | os.PathLike) -> Path:
                               dynamic_axes=axes, **names)
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = SPEC_KEY, spec.to_json()
+    for key, value in {SPEC_KEY: spec.to_json(), **provenance(adapter)}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     model.producer_name = "revet"
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
     return out
+
+
+def provenance(module) -> dict[str, str]:
+    """ONNX metadata beside the spec: the Revet version that exported, the export time (UTC,
+    ISO 8601) and ``weights_sha256``, a hash of the network's tensors in state-dict order (the
+    same weights give the same hash whatever the file)."""
+    import datetime
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        revet_version = version("revet")
+    except PackageNotFoundError:
+        revet_version = "unknown"
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"revet_version": revet_version,
+            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "weights_sha256": h.hexdigest()}
 
 
 def match_detections(a, b, *, min_score: float = 0.05, iou: float = 0.9):

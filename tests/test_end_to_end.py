@@ -51,6 +51,14 @@ def test_export_predict_evaluate(trained, synth_small, tmp_path):
 
     assert ModelSpec.from_json(meta[SPEC_KEY]) == ModelSpec.from_json(
         torch.load(trained, map_location="cpu", weights_only=True)[SPEC_KEY])
+    # provenance (#15.9): the exporting version, when, and which weights
+    import datetime
+    from importlib.metadata import version
+
+    assert meta["revet_version"] == version("revet")
+    age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(meta["exported"])
+    assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
+    assert len(meta["weights_sha256"]) == 64 and int(meta["weights_sha256"], 16)
 
     # evaluate: the ONNX model and the checkpoint give the same numbers
     m_onnx = evaluate_model(onnx_path, synth_small / "test.json", out=tmp_path / "m.json")

@@ -306,3 +306,41 @@ def test_cli_options_and_torch_free_import():
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_two_jobs_into_one_folder_both_finish_intact(fake_model, scenes, tmp_path, caplog):
+    """#15.8: a job into a folder another job holds waits for it (instead of resetting its
+    journal); a start deletes only temporary files of processes that are gone."""
+    import threading
+
+    from detector.outputs import folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale, live = out / f".tmp.{dead}.old.geojson", out / f".tmp.{os.getpid()}.inflight.geojson"
+    stale.write_text("{}"), live.write_text("{}")
+    first, second = scenes[:4], scenes[4:8]
+    results = {}
+
+    def job(name, inputs):
+        results[name] = predict_files(fake_model, inputs, out, formats="geojson")
+
+    with caplog.at_level(logging.WARNING, logger="revet.outputs"):
+        with folder_lock(out):                          # the first job, mid-run
+            b = threading.Thread(target=job, args=("b", second))
+            b.start()
+            time.sleep(1.0)
+            assert "b" not in results and b.is_alive()  # waits, has not touched the folder
+            assert live.exists() and stale.exists()
+        b.join(120)
+        job("a", first)                                 # the next job: b's files stay
+    assert results["a"]["complete"] and results["b"]["complete"]
+    assert results["a"]["scored"] == 4 and results["b"]["scored"] == 4
+    names = {Path(p).stem for p in first + second}
+    assert {p.name.removesuffix(".geojson") for p in out.glob("*.geojson")} >= names
+    for p in out.glob("*.geojson"):
+        json.loads(p.read_text())                       # every output whole
+    assert not stale.exists() and live.exists()          # only the dead process's temp removed
+    assert any("waiting for it to finish" in r.message for r in caplog.records)

@@ -24,10 +24,13 @@ def test_invalid_specs_are_rejected(kwargs, message):
         ModelSpec(**kwargs)
 
 
-def test_unknown_field_and_future_version_named():
-    with pytest.raises(ValueError, match=r"model.onnx: unknown model spec fields \['colour'\]"):
-        ModelSpec.from_dict({"colour": 1}, source="model.onnx")
-    with pytest.raises(ValueError, match="newer than this Revet"):
+def test_spec_from_a_newer_revet_is_read_with_a_warning():
+    """#15.9: unknown fields and a newer version are warned about and ignored, not refused."""
+    with pytest.warns(UserWarning, match=r"model.onnx: .*fields \['colour'\] unknown here"):
+        spec = ModelSpec.from_dict({**ModelSpec(classes=("a", "b")).to_dict(), "colour": 1, "version": 99},
+                                   source="model.onnx")
+    assert spec.classes == ("a", "b") and spec.version == ModelSpec().version
+    with pytest.warns(UserWarning, match="version 99"):
         ModelSpec.from_dict({"version": 99}, source="m")
     with pytest.raises(ValueError, match="not valid JSON"):
         ModelSpec.from_json("{", source="m")
