@@ -12,6 +12,7 @@ CRS and transform ride along for georeferencing (``detector.outputs``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -182,21 +183,22 @@ class Detector:
         t = self.spec.tile_size
         windows = tiling.scene_windows(width, height, t, overlap)
         parts_b, parts_s, parts_l, parts_w, parts_t = [], [], [], [], []
-        for batch in _prefetch(source, windows, self.windows_per_batch(batch_size)):
-            boxes, scores, labels = self._run_batch([b[2] for b in batch], [b[3] for b in batch])
-            for k, (wid, (col, row), _tile, valid) in enumerate(batch):
-                # Padding past the raster edge is not image: clip boxes to the raster, then
-                # keep those above the threshold and mostly on valid pixels.
-                b = boxes[k].copy()
-                b[:, 0::2] = np.clip(b[:, 0::2], 0, width - col)
-                b[:, 1::2] = np.clip(b[:, 1::2], 0, height - row)
-                ok = self._keep(b, scores[k], valid, thr)
-                b = b[ok] + np.array([col, row, col, row], np.float32)
-                parts_b.append(b)
-                parts_s.append(scores[k][ok])
-                parts_l.append(labels[k][ok].astype(np.int64))
-                parts_w.append(np.full(len(b), wid))
-                parts_t.append(tiling.truncated_mask(b, col, row, t, width, height))
+        with contextlib.closing(_prefetch(source, windows, self.windows_per_batch(batch_size))) as batches:
+            for batch in batches:
+                boxes, scores, labels = self._run_batch([b[2] for b in batch], [b[3] for b in batch])
+                for k, (wid, (col, row), _tile, valid) in enumerate(batch):
+                    # Padding past the raster edge is not image: clip boxes to the raster, then
+                    # keep those above the threshold and mostly on valid pixels.
+                    b = boxes[k].copy()
+                    b[:, 0::2] = np.clip(b[:, 0::2], 0, width - col)
+                    b[:, 1::2] = np.clip(b[:, 1::2], 0, height - row)
+                    ok = self._keep(b, scores[k], valid, thr)
+                    b = b[ok] + np.array([col, row, col, row], np.float32)
+                    parts_b.append(b)
+                    parts_s.append(scores[k][ok])
+                    parts_l.append(labels[k][ok].astype(np.int64))
+                    parts_w.append(np.full(len(b), wid))
+                    parts_t.append(tiling.truncated_mask(b, col, row, t, width, height))
         if parts_b:
             boxes, scores, labels = np.concatenate(parts_b), np.concatenate(parts_s), np.concatenate(parts_l)
             wids, trunc = np.concatenate(parts_w), np.concatenate(parts_t)
@@ -238,36 +240,54 @@ class _ArraySource:
 def _prefetch(source, windows, batch_size: int):
     """Yield batches of (window_id, (col, row), tile (T, T, C), valid (T, T)), reading the next
     batch in a background thread while the caller runs the model. At most two batches are in
-    memory; windows that are all nodata are skipped."""
+    memory; windows that are all nodata are skipped. When the consumer stops early (the model
+    raised, or the generator is closed) the reader is told to stop and joined before the
+    generator returns, so no thread outlives the scene or reads from a closed raster."""
     q: queue.Queue = queue.Queue(maxsize=1)
     error: list[BaseException] = []
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             batch = []
             for wid, (col, row) in enumerate(windows):
+                if stop.is_set():
+                    return
                 tile, valid = source.read(col, row)
                 if not valid.any():
                     continue
                 batch.append((wid, (col, row), tile, valid))
                 if len(batch) == batch_size:
-                    q.put(batch)
+                    if not put(batch):
+                        return
                     batch = []
             if batch:
-                q.put(batch)
+                put(batch)
         except BaseException as e:  # re-raised in the consumer
             error.append(e)
         finally:
-            q.put(None)
+            put(None)
 
-    th = threading.Thread(target=produce, daemon=True)
+    th = threading.Thread(target=produce, daemon=True, name="revet-reader")
     th.start()
-    while True:
-        item = q.get()
-        if item is None:
-            break
-        yield item
-    th.join()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            yield item
+    finally:
+        stop.set()
+        th.join()
     if error:
         raise error[0]
 

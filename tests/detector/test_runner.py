@@ -208,3 +208,22 @@ def test_rotated_geotransform_is_refused_by_name(tmp_path):
     path = _scene_in(tmp_path / "rot.tif", "EPSG:32652", Affine(0.25, 0.05, 350000, 0.05, -0.25, 4150000))
     with pytest.raises(ValueError, match=r"rot\.tif: rotated or sheared geotransform"):
         Detector(BrightSquares(SPEC), SPEC).predict_scene(path)
+
+
+class FailsOnSecondBatch(BrightSquares):
+    def run(self, batch):
+        if self.tiles:
+            raise RuntimeError("model failed")
+        return super().run(batch)
+
+
+def test_a_model_failing_mid_scene_leaves_no_reader_thread(tmp_path):
+    """#15.6: the reader is stopped and joined when the model raises, scene after scene."""
+    import threading
+
+    path = _scene(tmp_path / "big.tif", [(100, 140, 60)], 1200)
+    before = set(threading.enumerate())
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="model failed"):
+            Detector(FailsOnSecondBatch(SPEC), SPEC).predict_scene(path, batch_size=2)
+    assert set(threading.enumerate()) - before == set()
