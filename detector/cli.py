@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# modules of the ``train`` extra: a base (scoring-only) install lacks them
+TRAIN_EXTRAS = {"torch", "torchvision", "lightning", "albumentations", "cv2", "onnx", "onnxscript", "tensorboard"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -156,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").propagate = False
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRAS:
+            raise
+        print(f"error: `revet {args.command}` needs the training extras (module {e.name!r} is not installed): "
+              "pip install 'revet[train]'", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
