@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 
+from detector.cli_args import Parser
+
 log = logging.getLogger("revet")
 
 

@@ -72,9 +72,12 @@ def _expand_one(item: str, base: Path | None, scenes: list[Scene], cats: dict[st
     if base is not None and not p.is_absolute():
         p = base / p
     if p.is_dir():
-        scenes += [Scene(q) for q in sorted(p.iterdir())
-                   if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")]
-    elif _is_glob(item):
+        found = [Scene(q) for q in sorted(p.iterdir())
+                 if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")]
+        if not found:
+            log.warning("%s: folder holds no image files (%s)", p, ", ".join(sorted(IMAGE_SUFFIXES)))
+        scenes += found
+    elif _is_glob(item) and not p.exists():  # an existing file named like a glob (a[1].tif) is taken literally
         hits = sorted(Path(q) for q in glob.glob(str(p), recursive=True))
         if not hits:
             log.warning("%s: pattern matches no files", p)
@@ -111,6 +114,9 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
     cats: dict[str, int] = {}
     for item in inputs:
         _expand_one(str(item), None, raw, cats)
+    if not raw:
+        raise ValueError(f"no images to score: {[str(i) for i in inputs]} name no image files "
+                         "(empty folders or patterns that match nothing)")
     scenes, seen = [], {}
     for s in raw:
         key = os.path.abspath(s.path)
@@ -149,6 +155,23 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, folders, globs, manifests and COCO datasets -> image paths, in order."""
     return [s.path for s in collect_scenes(inputs)[0]]
+
+
+def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: int = 8, threads=None) -> None:
+    """Range-check a job's options once, before any scene: ValueError naming the option
+    (``overlap`` is checked against ``spec.tile_size`` when a spec is given)."""
+    import math
+
+    if min_score is not None and not (isinstance(min_score, (int, float)) and math.isfinite(min_score)
+                                      and 0 <= min_score <= 1):
+        raise ValueError(f"--min-score: expected a number in [0, 1], got {min_score}")
+    if spec is not None and overlap is not None and not 0 <= overlap < spec.tile_size:
+        raise ValueError(f"--overlap: expected 0 <= overlap < {spec.tile_size} pixels (the model's window), "
+                         f"got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size: expected at least 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads: expected at least 1 (omit it to use every core), got {threads}")
 
 
 def category_ids_for(classes: Sequence[str], cats: dict[str, int]) -> list[int]:
@@ -275,9 +298,11 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         fmts = parse_formats(formats)
 
     t0 = time.monotonic()
+    check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads)
     det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads)
     # the file scored (a shipped model's name resolves to its file), for the journal's model hash
     model_name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))
+    check_job_options(det.spec, overlap=overlap)
     scenes, cats = collect_scenes(inputs)
     cat_ids = category_ids_for(det.spec.classes, cats)
     thr = det.spec.score_threshold if min_score is None else float(min_score)

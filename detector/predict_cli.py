@@ -22,7 +22,7 @@ finished scenes (resumable with --resume), coco_results.json / all_detections.cs
 job, and summary.json.
 
 exit status: 0 all scenes scored; 2 some inputs could not be read (listed in the summary);
-1 the job could not start (bad model, options or --out).
+1 the job could not start (bad model, options or --out); 64 the command line is wrong.
 
 examples:
   revet predict model.onnx scene.tif --out scene.geojson
@@ -74,7 +74,9 @@ def run_predict(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="revet")
+    from detector.cli_args import Parser
+
+    p = Parser(prog="revet")
     p.add_argument("-v", "--verbose", action="store_true")
     add_predict_command(p.add_subparsers(dest="command", required=True))
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -344,3 +344,39 @@ def test_two_jobs_into_one_folder_both_finish_intact(fake_model, scenes, tmp_pat
         json.loads(p.read_text())                       # every output whole
     assert not stale.exists() and live.exists()          # only the dead process's temp removed
     assert any("waiting for it to finish" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--min-score", "2"], "--min-score: expected a number in [0, 1], got 2.0"),
+    (["--min-score", "nan"], "--min-score: expected a number in [0, 1], got nan"),
+    (["--overlap", "300"], "--overlap: expected 0 <= overlap < 256 pixels"),
+    (["--overlap", "-5"], "--overlap: expected 0 <= overlap < 256 pixels"),
+    (["--threads", "-1"], "--threads: expected at least 1"),
+    (["--batch-size", "0"], "--batch-size: expected at least 1"),
+])
+def test_out_of_range_options_refused_before_any_scene(fake_model, scenes, tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    rc = main(["predict", str(fake_model), scenes[0], "--out", str(out), "--no-progress", *argv])
+    assert rc == 1
+    assert message in capsys.readouterr().err
+    assert not (out / "journal.jsonl").exists()
+
+
+def test_nothing_to_score_is_an_error_and_literal_names_win(fake_model, scenes, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for inputs in ([str(empty)], [str(tmp_path / "*.tif")]):
+        assert main(["predict", str(fake_model), *inputs, "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+        assert "no images to score" in capsys.readouterr().err
+    literal = tmp_path / "a[1].tif"                   # a real file whose name looks like a glob
+    shutil.copy(scenes[0], literal)
+    rc = main(["predict", str(fake_model), str(literal), "--out", str(tmp_path / "lit"), "--no-progress"])
+    assert rc == 0
+    assert json.loads((tmp_path / "lit" / "summary.json").read_text())["scored"] == 1
+
+
+def test_usage_errors_have_their_own_exit_status(fake_model, tmp_path):
+    from detector.cli_args import EXIT_USAGE
+
+    r = subprocess.run([sys.executable, "-m", "detector.cli", "predict", str(fake_model)], capture_output=True, text=True)
+    assert r.returncode == EXIT_USAGE != 2 and "the following arguments are required" in r.stderr
