@@ -68,7 +68,7 @@ def _demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="revet", description="Find bunkers, revetments and shelters in overhead imagery.")
+    p = Parser(prog="revet", description="Find bunkers, revetments and shelters in overhead imagery.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
