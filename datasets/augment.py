@@ -24,7 +24,11 @@ brightness/contrast/gamma); :data:`OVERHEAD` is a fuller recommended set::
 """
 from __future__ import annotations
 
-import albumentations as A
+import os
+
+# Offline promise: albumentations asks PyPI for a newer version when imported unless told not to.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 

@@ -117,3 +117,25 @@ def test_preview_draws_a_grid_with_boxes(tmp_path):
     a = p.parse_args(["data", "preview", str(tmp_path / "d.json"), "--out", str(tmp_path / "h.png"),
                       "--n", "2", "--augment", '{"blur": 0.5}'])
     assert a.func(a) == 0 and (tmp_path / "h.png").exists()
+
+
+def test_importing_the_training_side_makes_no_network_call():
+    """Offline promise (#15.11): albumentations' update check at import is switched off."""
+    import subprocess
+    import sys
+
+    code = ("import os, socket, sys\n"
+            "os.environ.pop('NO_ALBUMENTATIONS_UPDATE', None)\n"
+            "calls = []\n"
+            "real = socket.socket.connect\n"
+            "def connect(self, addr):\n"
+            "    calls.append(addr)\n"
+            "    raise OSError('network blocked by the test')\n"
+            "socket.socket.connect = connect\n"
+            "socket.create_connection = lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError('blocked'))\n"
+            "import detector.datasets.augment, detector.train.fit\n"
+            "import albumentations\n"
+            "print(len(calls))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "0"
