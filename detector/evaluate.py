@@ -112,6 +112,7 @@ def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike,
     for i, rec in enumerate(labels.images):
         # read at the model's pixel size, as scenes are; boxes mapped back to the image's pixels
         image, valid, info, f = raster.read_image_at(rec.path, det.spec.bands, det.spec.gsd)
+        raster.check_dtype(rec.path, info.dtype, det.spec.dtype)
         sources.append(Source(Path(rec.path), info.crs, info.transform if info.crs is not None else None))
         pending.append((i, image, valid, f))
         # Tile-sized images are batched; others are scored alone as small scenes.

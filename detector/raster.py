@@ -104,6 +104,37 @@ def check_bands(path, count: int, bands) -> None:
         )
 
 
+def check_dtype(path, dtype: str, expected: str) -> None:
+    """Raise ValueError naming the file when integer imagery of one type meets a model trained on
+    another (uint16 pixels through a uint8 model's scaling saturate every pixel: no detections,
+    no error). Float imagery is taken as scaled by the user."""
+    a, b = np.dtype(dtype), np.dtype(expected)
+    if a != b and a.kind in "ui" and b.kind in "ui":
+        raise ValueError(f"{path}: {a.name} pixels, but the model was trained on {b.name} imagery "
+                         f"(spec.dtype); convert the image (e.g. gdal_translate -ot {b.name} -scale) "
+                         "or use a model trained on this type")
+
+
+_NAN_WARNED: set[str] = set()
+
+
+def _finite(ds, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``mask`` with non-finite pixels (NaN, inf in any band) marked invalid, for float rasters;
+    warns once per file when the raster declares no nodata value (NaN taken as nodata)."""
+    if data.dtype.kind != "f":
+        return mask
+    bad = ~np.isfinite(data).all(axis=0)
+    if bad.any():
+        if ds.nodata is None and ds.name not in _NAN_WARNED:
+            _NAN_WARNED.add(ds.name)
+            import warnings
+
+            warnings.warn(f"{ds.name}: NaN or infinite pixels and no nodata value; treated as nodata", stacklevel=3)
+        data[:, bad] = 0
+        mask = np.where(bad, 0, mask)
+    return mask
+
+
 def read_window(ds, window: Window, bands, *, fill: float = 0) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` (may extend past the raster edge) of the given 1-based ``bands``.
 
@@ -127,7 +158,7 @@ def read_window(ds, window: Window, bands, *, fill: float = 0) -> tuple[np.ndarr
     data = ds.read(list(bands), window=inner)
     # Per-band masks combine the nodata value, internal masks and an alpha band; 0 = no data.
     masks = ds.read_masks(list(bands), window=inner)
-    mask = masks.min(axis=0) if len(bands) > 1 else masks[0]
+    mask = _finite(ds, data, masks.min(axis=0) if len(bands) > 1 else masks[0])
     alpha = alpha_band(ds)
     if alpha is not None and alpha not in bands:
         mask = np.minimum(mask, ds.read(alpha, window=inner))
@@ -152,7 +183,7 @@ def read_window_resampled(ds, window: Window, bands, size: int, *, fill: float =
     col = window.col_off + (np.arange(size) + 0.5) * window.width / size
     row = window.row_off + (np.arange(size) + 0.5) * window.height / size
     inside = ((row >= 0) & (row < ds.height))[:, None] & ((col >= 0) & (col < ds.width))[None, :]
-    valid = (masks.min(axis=0) > 0) & inside
+    valid = (_finite(ds, data, masks.min(axis=0)) > 0) & inside
     alpha = alpha_band(ds)
     if alpha is not None and alpha not in bands:
         a = ds.read(alpha, window=window, out_shape=(size, size), boundless=True, fill_value=0,
@@ -210,7 +241,7 @@ def _read_resampled(ds, bands, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     check_bands(ds.name, ds.count, bands)
     data = ds.read(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.bilinear)
     masks = ds.read_masks(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.nearest)
-    valid = masks.min(axis=0) > 0
+    valid = _finite(ds, data, masks.min(axis=0)) > 0
     alpha = alpha_band(ds)
     if alpha is not None and alpha not in bands:
         valid &= ds.read(alpha, out_shape=(h, w), resampling=Resampling.nearest) > 0

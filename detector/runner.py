@@ -13,6 +13,7 @@ CRS and transform ride along for georeferencing (``detector.outputs``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -25,6 +26,8 @@ from rasterio.windows import Window
 
 from detector import raster, tiling
 from detector.spec import ModelSpec
+
+log = logging.getLogger("revet.runner")
 
 
 GDAL_CACHE_MB = 64  # GDAL's block cache for scene reads (its default grows with RAM)
@@ -164,6 +167,9 @@ class Detector:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
             info = raster.raster_info(ds)
             raster.check_bands(path, ds.count, self.spec.bands)
+            raster.check_dtype(path, info.dtype, self.spec.dtype)
+            if ds.count > self.spec.num_bands:
+                log.info("%s: %d bands; the model reads bands %s", path, ds.count, list(self.spec.bands))
             f = raster.resample_factor(info.gsd, self.spec.gsd) if resample else 1.0  # raster px per model px
             if f == 1.0:
                 det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size),

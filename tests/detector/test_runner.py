@@ -227,3 +227,39 @@ def test_a_model_failing_mid_scene_leaves_no_reader_thread(tmp_path):
         with pytest.raises(RuntimeError, match="model failed"):
             Detector(FailsOnSecondBatch(SPEC), SPEC).predict_scene(path, batch_size=2)
     assert set(threading.enumerate()) - before == set()
+
+
+def test_integer_type_other_than_the_models_is_refused_by_name(tmp_path):
+    """#15.11: uint16 pixels through a uint8 model's scaling would saturate silently."""
+    img = np.full((3, 256, 256), 60, np.uint16)
+    with rasterio.open(tmp_path / "u16.tif", "w", driver="GTiff", width=256, height=256, count=3, dtype="uint16",
+                       crs="EPSG:32637", transform=from_origin(500000, 4000000, 0.5, 0.5)) as ds:
+        ds.write(img)
+    with pytest.raises(ValueError, match=r"u16\.tif: uint16 pixels, but the model was trained on uint8"):
+        Detector(BrightSquares(SPEC), SPEC).predict_scene(tmp_path / "u16.tif")
+
+
+def test_nan_pixels_without_nodata_are_nodata(tmp_path):
+    """#15.11: a float raster with NaN and no nodata value: NaN pixels invalid (warned), never
+    scored into boxes; the square on finite pixels is found."""
+    spec = ModelSpec(classes=("square",), bands=(1, 2, 3), tile_size=128, overlap=48, gsd=0.5, dtype="float32",
+                     score_threshold=0.5, max_detections=20)
+    img = np.full((3, 256, 256), 60, np.float32)
+    img[:, 40:80, 40:80] = 255
+    img[:, :, 160:] = np.nan                          # a swath of NaN
+    with rasterio.open(tmp_path / "f.tif", "w", driver="GTiff", width=256, height=256, count=3, dtype="float32",
+                       crs="EPSG:32637", transform=from_origin(500000, 4000000, 0.5, 0.5)) as ds:
+        ds.write(img)
+    backend = NanSquares(spec)
+    with pytest.warns(UserWarning, match="NaN or infinite pixels and no nodata value"):
+        det = Detector(backend, spec).predict_scene(tmp_path / "f.tif")
+    np.testing.assert_allclose(det.boxes, [[40, 40, 80, 80]], atol=0.5)
+    assert not backend.saw_nan
+
+
+class NanSquares(BrightSquares):
+    saw_nan = False
+
+    def run(self, batch):
+        NanSquares.saw_nan |= bool(np.isnan(batch).any())
+        return super().run(batch)
