@@ -63,6 +63,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def check_writable(out: str | os.PathLike, *, folder: bool) -> None:
+    """Raise ValueError naming ``out`` when results could not be written there, before any work
+    is done: a folder ``out`` that is an existing file, or a place (the folder, or a single
+    file's parent) that cannot be created or written (read-only mount, no permission)."""
+    out = Path(out)
+    where = out if folder else out.parent
+    if folder and out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is an existing file; give a folder, or an output file name ending in "
+                         f"{', '.join(FORMATS.values())} or .json")
+    if not folder and out.is_dir():
+        raise ValueError(f"{out}: is a folder")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".tmp.{os.getpid()}.write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write results here ({e.strerror or e})") from None
+
+
 LOCK_FILE = ".revet.lock"
 
 

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Sequence
 
 from detector.hashing import sha256_file
-from detector.outputs import (FORMATS, atomic_write_text, folder_lock, format_for_path, parse_formats,
-                              remove_stale_temps, write_detections)
+from detector.outputs import (FORMATS, atomic_write_text, check_writable, folder_lock, format_for_path,
+                              parse_formats, remove_stale_temps, write_detections)
 from detector.runner import Detections, Detector
 
 log = logging.getLogger("revet.predict")
@@ -299,6 +299,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
 
     t0 = time.monotonic()
     check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads)
+    check_writable(out, folder=not single)  # before any scene is scored, not at the final write
     det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads)
     # the file scored (a shipped model's name resolves to its file), for the journal's model hash
     model_name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))

@@ -380,3 +380,21 @@ def test_usage_errors_have_their_own_exit_status(fake_model, tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "detector.cli", "predict", str(fake_model)], capture_output=True, text=True)
     assert r.returncode == EXIT_USAGE != 2 and "the following arguments are required" in r.stderr
+
+
+def test_unwritable_out_refused_before_scoring(fake_model, scenes, tmp_path, capsys, monkeypatch):
+    """#15.11: an --out that cannot be written fails at once, naming it, before any scene is scored
+    (/proc refuses new entries even to root, like a read-only mount)."""
+    from detector.runner import Detector as D
+
+    scored = []
+    real = D.predict_scene
+    monkeypatch.setattr(D, "predict_scene", lambda self, *a, **k: scored.append(a) or real(self, *a, **k))
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for out, message in [(a_file, "is an existing file"), (Path("/proc/revet-test/d.geojson"), "cannot write results here"),
+                         (Path("/proc/revet-test/folder"), "cannot write results here")]:
+        rc = main(["predict", str(fake_model), *scenes, "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 1 and message in err and str(out) in err, err
+    assert scored == []
