@@ -34,11 +34,13 @@ def read_coco(path: str | os.PathLike, *, check_files: bool = False) -> LabelSet
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{path}: expected a list under '{key}'")
-    cats = sorted(data["categories"], key=lambda c: c.get("id", 0))
+    cats = sorted(data["categories"], key=lambda c: c.get("id", 0) if isinstance(c, dict) and _is_int(c.get("id")) else 0)
     names, ids = [], []
     for i, c in enumerate(cats):
-        if "id" not in c or "name" not in c:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
             raise ValueError(f"{path}: categories[{i}] needs 'id' and 'name', got {c}")
+        if not _is_int(c["id"]):
+            raise ValueError(f"{path}: categories[{i}]: 'id' must be an integer, got {c['id']!r}")
         if c["name"] in names:
             raise ValueError(f"{path}: category name {c['name']!r} appears twice")
         names.append(str(c["name"]))
@@ -48,10 +50,21 @@ def read_coco(path: str | os.PathLike, *, check_files: bool = False) -> LabelSet
     root = path.parent
     records: dict[int, ImageRecord] = {}
     per_image: dict[int, tuple[list, list]] = {}
+    if not isinstance(data.get("annotations", []), list):
+        raise ValueError(f"{path}: expected a list under 'annotations', got {type(data['annotations']).__name__}")
     for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict):
+            raise ValueError(f"{path}: images[{i}]: expected an object, got {im!r}")
         for key in ("id", "file_name"):
             if key not in im:
                 raise ValueError(f"{path}: images[{i}] has no '{key}'")
+        if not _is_int(im["id"]):
+            raise ValueError(f"{path}: images[{i}]: 'id' must be an integer, got {im['id']!r}")
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            raise ValueError(f"{path}: images[{i}]: 'file_name' must be a non-empty string, got {im['file_name']!r}")
+        for key in ("width", "height"):
+            if key in im and not (_is_int(im[key]) and 0 <= im[key] <= MAX_SIDE):
+                raise ValueError(f"{path}: images[{i}]: '{key}' must be an integer in [0, {MAX_SIDE}], got {im[key]!r}")
         iid = int(im["id"])
         if iid in records:
             raise ValueError(f"{path}: images[{i}]: duplicate image id {iid}")
@@ -63,6 +76,8 @@ def read_coco(path: str | os.PathLike, *, check_files: bool = False) -> LabelSet
         per_image[iid] = ([], [])
 
     for i, ann in enumerate(data.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{path}: annotations[{i}]: expected an object, got {ann!r}")
         if ann.get("iscrowd", 0):
             continue
         iid, cid, bbox = ann.get("image_id"), ann.get("category_id"), ann.get("bbox")
@@ -73,8 +88,9 @@ def read_coco(path: str | os.PathLike, *, check_files: bool = False) -> LabelSet
                 f"{path}: annotations[{i}] (id {ann.get('id')}) has unknown category_id {cid}; "
                 f"categories are {dict(zip(ids, names))}"
             )
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise ValueError(f"{path}: annotations[{i}] (id {ann.get('id')}): expected bbox [x, y, w, h], got {bbox}")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise ValueError(f"{path}: annotations[{i}] (id {ann.get('id')}): expected bbox [x, y, w, h] of finite "
+                             f"numbers, got {bbox}")
         x, y, w, h = (float(v) for v in bbox)
         if not (w > 0 and h > 0):
             raise ValueError(
@@ -90,6 +106,17 @@ def read_coco(path: str | os.PathLike, *, check_files: bool = False) -> LabelSet
         rec.labels = np.array(labels, np.int64)
         images.append(rec)
     return LabelSet(names, images, path, ids)
+
+
+MAX_SIDE = 100_000  # pixels (50 km at 0.5 m): larger declared image sizes are refused, not allocated
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 def write_coco(labels: LabelSet, path: str | os.PathLike, *, category_ids: list[int] | None = None) -> Path:

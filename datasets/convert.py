@@ -60,16 +60,34 @@ def write_dataset(labels: LabelSet, fmt: str, out_dir: str | os.PathLike) -> Pat
     raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
 
 
-def convert(src: str | os.PathLike, to: str, out_dir: str | os.PathLike) -> dict:
+def check_inside_root(labels: LabelSet, root: str | os.PathLike) -> None:
+    """Raise ValueError naming the dataset and image when an image path (absolute, or with ``..``
+    normalised away) lies outside ``root``: a label file must not make Revet read or link, say,
+    ``../../etc/passwd`` into its output. Symlinks inside the folder are the dataset's own
+    choice (Revet's YOLO writer makes them) and are not followed."""
+    base = Path(os.path.abspath(root))
+    for rec in labels.images:
+        target = Path(os.path.abspath(rec.path))
+        if not target.is_relative_to(base):
+            raise ValueError(f"{labels.source}: image {rec.image_id} file {rec.path} lies outside the dataset's "
+                             f"folder {base}; pass --allow-outside-root if that is intended")
+
+
+def convert(src: str | os.PathLike, to: str, out_dir: str | os.PathLike, *,
+            allow_outside_root: bool = False) -> dict:
     """Convert the dataset at ``src`` (COCO/YOLO/VOC, detected) to ``to`` in ``out_dir``.
 
     Image sizes missing from the source (COCO without width/height) are read from the images.
-    Returns a summary: source format, output path, images, objects per class.
+    Image files must lie inside the dataset's folder (the label file's folder, or the VOC folder)
+    unless ``allow_outside_root``. Returns a summary: source format, output path, images,
+    objects per class.
     """
     if to not in FORMATS:
         raise ValueError(f"unknown output format {to!r}; expected one of {FORMATS}")
     fmt = detect_format(src)
     labels = read_dataset(src, fmt=fmt)
+    if not allow_outside_root:
+        check_inside_root(labels, Path(src) if Path(src).is_dir() else Path(src).parent)
     if to != "coco":
         from detector.datasets.yolo import image_size
         for rec in labels.images:

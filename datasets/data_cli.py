@@ -8,7 +8,7 @@ import json
 def _convert(a) -> int:
     from detector.datasets.convert import convert
 
-    print(json.dumps(convert(a.src, a.to, a.out), indent=2))
+    print(json.dumps(convert(a.src, a.to, a.out, allow_outside_root=a.allow_outside_root), indent=2))
     return 0
 
 
@@ -54,6 +54,8 @@ def add_data_commands(subparsers) -> None:
     c.add_argument("src", help="COCO .json, YOLO data .yaml, or a folder of VOC .xml")
     c.add_argument("--to", required=True, choices=["coco", "yolo", "voc"])
     c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--allow-outside-root", action="store_true",
+                   help="accept image paths outside the dataset's folder (refused by default)")
     c.set_defaults(func=_convert)
 
     k = sub.add_parser("chip", help="cut large GeoTIFFs with vector labels into a COCO tile dataset")

@@ -326,7 +326,8 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
                      tile_size: int = 512, scene_size: int = 2048, gsd: float = 0.5,
                      seed: int = 0, workers: int = 1, negatives: bool = True,
                      preview: bool = False, multiband16: bool = False, targets: bool = True,
-                     style: Style = Style(), gsd_range: tuple[float, float] | None = None) -> dict:
+                     style: Style = Style(), gsd_range: tuple[float, float] | None = None,
+                     pairs: int = 0) -> dict:
     """Write tiles (GeoTIFF + COCO JSON per split), one large scene (GeoTIFF + GeoJSON).
 
     Layout: ``out_dir/{train,val,test}/NNNNNN.tif`` and ``out_dir/{split}.json`` (file names
@@ -339,6 +340,9 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
     ``style``: how far terrain, materials, light and sensor vary (see ``synth_style``);
     ``gsd_range``: each tile drawn at its own ground sample distance in this range (metres per
     pixel, log-uniform, :func:`tile_gsd`; the scene stays at ``gsd``).
+    ``pairs``: also write that many two-date pairs of ``scene_size`` (2048 when 0) pixels at
+    ``gsd`` under ``out_dir/pairs/pair_NNN/`` (:mod:`~detector.datasets.synth_pairs`; seeds
+    no tile or scene uses).
     Returns a summary: counts per split and class, paths.
     """
     _check_gsd(gsd)
@@ -382,6 +386,11 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
             "objects": _class_counts([lab for r in records[split] for lab in r[2]])}
     if preview and not multiband16:
         summary["preview"] = write_previews(out, records)
+    if pairs:
+        from .synth_pairs import generate_pairs
+
+        summary["pairs"] = generate_pairs(out / "pairs", pairs, seed=seed, size=scene_size or 2048, gsd=gsd,
+                                          negatives=negatives, style=style)
     return summary
 
 
@@ -445,11 +454,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-negatives", action="store_true")
     ap.add_argument("--no-targets", action="store_true", help="negatives-only images (no labels)")
     ap.add_argument("--preview", action="store_true")
+    ap.add_argument("--pairs", type=int, default=0, help="also write this many two-date scene pairs")
     a = ap.parse_args(argv)
     summary = generate_dataset(a.out_dir, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
                                tile_size=a.tile_size, scene_size=a.scene_size, gsd=a.gsd,
                                seed=a.seed, workers=a.workers, negatives=not a.no_negatives,
-                               preview=a.preview, targets=not a.no_targets)
+                               preview=a.preview, targets=not a.no_targets, pairs=a.pairs)
     print(json.dumps(summary, indent=1))
     return summary
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.datasets.labels import ImageRecord, LabelSet
-from detector.datasets.yolo import OnError, _report
+from detector.datasets.yolo import OnError, _report, place_image
 
 
 def _xml_files(folder: Path) -> list[Path]:
@@ -146,10 +146,14 @@ def read_voc(folder: str | os.PathLike, *, classes: list[str] | None = None,
     return LabelSet(list(classes), images, folder)
 
 
-def write_voc(labels: LabelSet, out_dir: str | os.PathLike) -> Path:
-    """Write one VOC XML per image into ``out_dir/Annotations/`` and the class list to
+def write_voc(labels: LabelSet, out_dir: str | os.PathLike, *, images: str = "link") -> Path:
+    """Write one VOC XML per image into ``out_dir/Annotations/``, the images into
+    ``out_dir/JPEGImages/`` (symlinks with ``images="link"``, falling back to copies, or copies
+    with ``"copy"``; any format, the VOC folder name notwithstanding) and the class list to
     ``out_dir/classes.txt``; returns ``out_dir``. ``<path>`` holds the image path relative to the
-    XML's folder. Boxes are clipped to the image and rounded to whole pixels."""
+    XML's folder, inside the dataset. Boxes are clipped to the image and rounded to whole pixels."""
+    if images not in ("link", "copy"):
+        raise ValueError(f"images must be 'link' or 'copy', got {images!r}")
     out = Path(out_dir)
     ann = out / "Annotations"
     ann.mkdir(parents=True, exist_ok=True)
@@ -162,14 +166,12 @@ def write_voc(labels: LabelSet, out_dir: str | os.PathLike) -> Path:
             name = f"{stem}_{k}"
         used.add(name)
         xml = ann / f"{name}.xml"
+        placed = out / "JPEGImages" / f"{name}{Path(rec.path).suffix}"
+        place_image(Path(rec.path), placed, images)
         root = ET.Element("annotation")
-        ET.SubElement(root, "folder").text = Path(rec.path).parent.name
-        ET.SubElement(root, "filename").text = Path(rec.path).name
-        try:
-            rel = os.path.relpath(Path(rec.path).resolve(), ann.resolve())
-        except ValueError:
-            rel = str(Path(rec.path).resolve())
-        ET.SubElement(root, "path").text = rel
+        ET.SubElement(root, "folder").text = "JPEGImages"
+        ET.SubElement(root, "filename").text = placed.name
+        ET.SubElement(root, "path").text = os.path.relpath(placed, ann)
         size = ET.SubElement(root, "size")
         ET.SubElement(size, "width").text = str(rec.width)
         ET.SubElement(size, "height").text = str(rec.height)

@@ -211,7 +211,8 @@ def _common_root(paths: list[Path]) -> Path:
     return Path(os.path.commonpath(parents))
 
 
-def _place(src: Path, dst: Path, mode: str) -> None:
+def place_image(src: Path, dst: Path, mode: str) -> None:
+    """Put image ``src`` at ``dst``: a symlink (``mode='link'``, falling back to a copy) or a copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() or dst.is_symlink():
         dst.unlink()
@@ -247,7 +248,7 @@ def write_yolo(labels: LabelSet, out_dir: str | os.PathLike, *, split: str = "tr
         if dst in seen:
             raise ValueError(f"{labels.source}: two images map to {dst}")
         seen.add(dst)
-        _place(Path(rec.path), dst, images)
+        place_image(Path(rec.path), dst, images)
         b = np.clip(rec.boxes.astype(np.float64), 0, [rec.width, rec.height] * 2)
         lines = []
         for (x1, y1, x2, y2), lab in zip(b, rec.labels.tolist()):

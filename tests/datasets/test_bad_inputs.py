@@ -7,6 +7,7 @@ import rasterio
 from affine import Affine
 
 from detector.datasets.chip import chip
+from detector.datasets.coco import read_coco
 from detector.datasets.convert import convert
 from detector.datasets.vector import read_vector, read_vector_labels
 from detector.datasets.voc import read_voc
@@ -44,6 +45,16 @@ def voc(t, xml, classes=None):
     if classes:
         (t / "classes.txt").write_text(classes)
     return lambda: read_voc(t), t / "p.xml"
+
+
+def coco(t, images=None, annotations=None, name="c.json"):
+    """A COCO file with one category; returns (call reading it, its path)."""
+    tif(t / "x.tif")
+    doc = {"images": [{"id": 1, "file_name": "x.tif", "width": 64, "height": 64}] if images is None else images,
+           "categories": [{"id": 1, "name": "bunker"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}] if annotations is None else annotations}
+    (t / name).write_text(json.dumps(doc))
+    return lambda: read_coco(t / name), t / name
 
 
 def obj(name="bunker", box=(1, 1, 10, 10)):
@@ -151,6 +162,20 @@ CASES = {
                              ValueError, r"overlap must be in \[0, tile_size=64\), got 64"),
     "chip unknown class": (lambda t: (lambda r: (lambda: chip(r, t / "l.geojson", t / "o", classes=["shelter"]), t / "l.geojson"))(
         (geojson(t, [feat(fid=3)], crs="EPSG:32637"), tif(t / "r.tif"))[1]), ValueError, r"feature 3: unknown class 'bunker'; expected one of \['shelter'\]"),
+    # -- COCO of the wrong JSON types, absurd sizes, non-finite boxes, paths leaving the dataset
+    "COCO file_name not a string": (lambda t: coco(t, images=[{"id": 1, "file_name": 123}]),
+                                    ValueError, r"images\[0\]: 'file_name' must be a non-empty string, got 123"),
+    "COCO image id a list": (lambda t: coco(t, images=[{"id": [1], "file_name": "x.tif"}]),
+                             ValueError, r"images\[0\]: 'id' must be an integer, got \[1\]"),
+    "COCO annotations an object": (lambda t: coco(t, annotations={}),
+                                   ValueError, "expected a list under 'annotations', got dict"),
+    "COCO image of 10^6 x 10^6 px": (lambda t: coco(t, images=[{"id": 1, "file_name": "x.tif", "width": 10**6, "height": 10**6}]),
+                                     ValueError, r"images\[0\]: 'width' must be an integer in \[0, 100000\]"),
+    "COCO NaN box": (lambda t: coco(t, annotations=[{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, float("nan"), 5, 5]}]),
+                     ValueError, r"annotations\[0\] \(id 7\): expected bbox \[x, y, w, h\] of finite numbers"),
+    "convert a path outside the dataset": (lambda t: (lambda c: (lambda: convert(c[1], "yolo", t / "o"), c[1]))(
+        coco(t / "ds", images=[{"id": 1, "file_name": "../../etc/passwd", "width": 64, "height": 64}], annotations=[])),
+        ValueError, r"image 1 file .*etc/passwd lies outside the dataset's folder"),
     "convert missing source": (lambda t: (lambda: convert(t / "nope.json", "yolo", t / "o"), t / "nope.json"), FileNotFoundError, "dataset not found"),
 }
 
