@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,9 @@ from typing import Any
 SPEC_VERSION = 1
 SPEC_KEY = "revet_spec"
 DEFAULT_CLASSES = ("bunker", "revetment", "shelter")
+
+
+GSD_LIMITS = (0.01, 1000.0)  # metres per pixel a spec may state (1e-6 would resample scenes to petapixels)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,23 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("tile_size", "overlap", "max_detections", "version"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                raise ValueError(f"ModelSpec.{name}: expected an integer, got {v!r}")
+        for name in ("classes", "bands", "offset", "scale", "mean", "std"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise ValueError(f"ModelSpec.{name}: expected a list, got {getattr(self, name)!r}")
+        if not all(isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1 for b in self.bands):
+            raise ValueError(f"ModelSpec.bands: expected 1-based band numbers, got {list(self.bands)}")
+        for name in ("offset", "scale", "mean", "std"):
+            if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in getattr(self, name)):
+                raise ValueError(f"ModelSpec.{name}: expected finite numbers, got {list(getattr(self, name))}")
+        if self.gsd is not None and not (isinstance(self.gsd, numbers.Real) and GSD_LIMITS[0] <= self.gsd <= GSD_LIMITS[1]):
+            raise ValueError(f"ModelSpec.gsd: expected metres per pixel in {list(GSD_LIMITS)} or null, got {self.gsd!r}")
+        if self.max_detections < 1:
+            raise ValueError(f"ModelSpec.max_detections: expected at least 1, got {self.max_detections}")
         n = len(self.bands)
         if not self.classes:
             raise ValueError("ModelSpec.classes: expected at least one class name")
@@ -105,6 +127,10 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "ModelSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: model spec must be a JSON object, got {d!r}")
+        if not (isinstance(d.get("version", SPEC_VERSION), int) and not isinstance(d.get("version"), bool)):
+            raise ValueError(f"{source}: model spec 'version' must be an integer, got {d.get('version')!r}")
         # Forward compatible: a model exported by a newer Revet still scores here. Fields this
         # version does not know are dropped with a warning, as is a newer version number.
         known = {f.name for f in dataclasses.fields(cls)}
@@ -116,7 +142,10 @@ class ModelSpec:
                           + "; upgrade revet to use everything the model records", stacklevel=2)
             d = {k: v for k, v in d.items() if k in known and k != "version"}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "<json>") -> "ModelSpec":

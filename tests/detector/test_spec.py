@@ -34,3 +34,19 @@ def test_spec_from_a_newer_revet_is_read_with_a_warning():
         ModelSpec.from_dict({"version": 99}, source="m")
     with pytest.raises(ValueError, match="not valid JSON"):
         ModelSpec.from_json("{", source="m")
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"tile_size": "512"}, "ModelSpec.tile_size: expected an integer, got '512'"),
+    ({"version": "x"}, "model spec 'version' must be an integer, got 'x'"),
+    ({"gsd": 1e-6}, r"ModelSpec.gsd: expected metres per pixel in \[0.01, 1000.0\]"),
+    ({"bands": [0, 1, 2]}, "ModelSpec.bands: expected 1-based band numbers"),
+    ({"mean": [0.5, "a", 0.5]}, "ModelSpec.mean: expected finite numbers"),
+    (None, "model spec must be a JSON object, got None"),
+    ([], r"model spec must be a JSON object, got \[\]"),
+])
+def test_malformed_specs_are_named(doc, message):
+    """#15.11: wrong JSON types in a spec give one clear line naming the file."""
+    with pytest.raises(ValueError, match=message) as e:
+        ModelSpec.from_dict(doc, source="m.onnx")
+    assert str(e.value).startswith("m.onnx: ")
