@@ -92,3 +92,7 @@ def add_data_commands(subparsers) -> None:
     p.add_argument("--augment", help='JSON of augmentation options, e.g. \'{"rotate": true}\' '
                    "(default: the OVERHEAD set)")
     p.set_defaults(func=_preview)
+
+    from detector.review_cli import add_from_review_command
+
+    add_from_review_command(sub)

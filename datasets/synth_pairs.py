@@ -251,8 +251,8 @@ def render_pair(seed: int, height: int, width: int, *, gsd: float = 0.5, negativ
         img_b[:, cut:] = 0
         valid[:, cut:] = False
     t_a = scene_transform(gsd)
-    t_true = t_a * Affine(s, 0, o_x, 0, s, o_y)
-    t_decl = t_a * Affine(s, 0, margin, 0, s, margin)
+    t_true = t_a @ Affine(s, 0, o_x, 0, s, o_y)
+    t_decl = t_a @ Affine(s, 0, margin, 0, s, margin)
     shift_m = (-off[0] * gsd, off[1] * gsd)  # declared minus true, metres east / north
 
     def to_after(b):
@@ -317,7 +317,7 @@ def _features(items, transform) -> list:
     for i, (b, props) in enumerate(items):
         x1, y1, x2, y2 = (float(c) for c in b)
         px = [(x1, y1), (x1, y2), (x2, y2), (x2, y1), (x1, y1)]
-        mx, my = zip(*[transform * p for p in px])
+        mx, my = zip(*[transform @ p for p in px])
         lon, lat = warp(CRS, "EPSG:4326", list(mx), list(my))
         ring = [[round(lo, 9), round(la, 9)] for lo, la in zip(lon, lat)]
         x, y = np.asarray(ring).T

@@ -23,7 +23,7 @@ def _synth(a) -> int:
                                scene_size=a.scene_size, gsd=a.gsd, seed=a.seed, workers=a.workers,
                                negatives=not a.no_negatives, preview=a.preview, multiband16=a.multiband16,
                                targets=not a.no_targets, style=Style.from_name(a.style, a.holdout),
-                               gsd_range=tuple(a.gsd_range) if a.gsd_range else None)
+                               gsd_range=tuple(a.gsd_range) if a.gsd_range else None, pairs=a.pairs)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never draw this season (a leave-one-style-out training set)")
     s.add_argument("--gsd-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="draw each tile's metres per pixel from this range (the scene keeps --gsd)")
+    s.add_argument("--pairs", type=int, default=0,
+                   help="also write this many two-date scene pairs (OUT/pairs/pair_NNN, docs/sites.md)")
     s.set_defaults(func=_synth)
 
     t = sub.add_parser("train", help="train a detector on COCO datasets")
@@ -144,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     from detector.predict_cli import add_predict_command
 
     add_predict_command(sub)
+    from detector.review_cli import add_review_command
+    from detector.sites_cli import add_sites_commands
+
+    add_review_command(sub)
+    add_sites_commands(sub)
     add_evaluate_command(sub)
     add_data_commands(sub)
     return p
