@@ -43,8 +43,10 @@ from detector.hashing import sha256_file
 from detector.outputs import (FORMATS, atomic_write_text, check_writable, folder_lock, format_for_path,
                               parse_formats, remove_stale_temps, write_detections)
 from detector.runner import Detections, Detector
+from detector.styles import detection_qml, style_output
 
 log = logging.getLogger("revet.predict")
+STYLED = ("geojson", "gpkg")  # formats QGIS opens as layers: given a style
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img"}
 JOURNAL, JOB, SUMMARY = "journal.jsonl", "job.json", "summary.json"
@@ -304,6 +306,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     # the file scored (a shipped model's name resolves to its file), for the journal's model hash
     model_name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))
     check_job_options(det.spec, overlap=overlap)
+    qml = detection_qml(det.spec.classes)  # QGIS style: a .qml sidecar, and inside GeoPackages
     scenes, cats = collect_scenes(inputs)
     cat_ids = category_ids_for(det.spec.classes, cats)
     thr = det.spec.score_threshold if min_score is None else float(min_score)
@@ -359,6 +362,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                         wanted = _scene_outputs(s, fmts, quicklook)
                         for f in fmts:
                             write_detections([r], out / wanted[f], f, image_ids=[s.image_id], category_ids=cat_ids)
+                            if f in STYLED:
+                                style_output(out / wanted[f], qml)
                         if quicklook:
                             _quicklook(r, out / wanted["quicklook"], det)
                 except Exception as e:  # one bad scene must not end a job of thousands
@@ -397,6 +402,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         if single:
             ordered = [r for _, r in results]
             write_detections(ordered, out, fmts[0], image_ids=[s.image_id for s, _ in results], category_ids=cat_ids)
+            if fmts[0] in STYLED:
+                style_output(out, qml)
         else:
             _write_combined(out, scenes, records, fmts)
         return summary

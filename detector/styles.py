@@ -19,9 +19,8 @@ import sqlite3
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-# Same palette as quicklooks (one palette: a class is the same colour everywhere).
-CLASS_COLOURS = [(255, 60, 60), (255, 220, 0), (0, 200, 255), (80, 255, 80), (255, 0, 255), (255, 140, 0),
-                 (160, 120, 255), (255, 255, 255)]
+# One palette: a class is the same colour in quicklooks, the review page and QGIS.
+from detector.quicklook import COLOURS as CLASS_COLOURS  # noqa: E402
 # review_status -> (colour, outline style)
 REVIEW_COLOURS = {
     "accepted": ((40, 200, 80), "solid"),

@@ -97,13 +97,18 @@ def stage_train(out: Path, train_opts: dict) -> Path:
     from detector.train.fit import TrainConfig, resume_config, train
 
     run = out / "run"
-    if (run / "budget.json").exists() and (run / "best.ckpt").exists():
+    done = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    # a budget raised in the config after a run finished extends that run (resumed from
+    # last.ckpt; the cosine schedule continues from the time already spent)
+    extend = {k: train_opts[k] for k in ("max_time", "steps")
+              if train_opts.get(k) and (done.get(k) or 0) < train_opts[k]}
+    if (run / "budget.json").exists() and (run / "best.ckpt").exists() and not extend:
         log.info("training already finished: %s", run / "best.ckpt")
         return run / "best.ckpt"
     data = out / "data" / "corpus"
     if (run / "last.ckpt").exists():
-        log.info("resuming %s", run)
-        return train(resume_config(run, {}), resume=True)
+        log.info("resuming %s%s", run, f" with the budget raised to {extend}" if extend else "")
+        return train(resume_config(run, extend), resume=True)
     cfg = TrainConfig(**{**train_opts, "train": str(data / "train.json"), "val": str(data / "val.json"),
                          "out": str(run)})
     return train(cfg)

@@ -115,8 +115,9 @@ class StepBudget(L.Callback):
         log = logging.getLogger("revet.train")
         rate = done / max(time.monotonic() - self.t0, 1e-9)
         left = self.max_steps - trainer.global_step
-        if self.max_minutes:
-            left = min(left, int(rate * 60 * self.max_minutes - trainer.global_step))
+        if self.max_minutes:  # the time left (a resumed run has spent some already)
+            spent = pl_module.train_seconds() if hasattr(pl_module, "train_seconds") else 0.0
+            left = min(left, int(rate * max(0.0, 60 * self.max_minutes - spent)))
         buys = trainer.global_step + max(left, 0)
         self.record.update(steps_per_s=round(rate, 3), steps_budget=buys,
                            epochs_budget=round(buys / max(1, self.steps_per_epoch), 1))

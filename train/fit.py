@@ -310,6 +310,16 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     t0 = time.monotonic()
     earlier = _read_csv(out / "logs" / "metrics.csv") if resume else []
     trainer.fit(module, datamodule=data, ckpt_path=str(out / "last.ckpt") if resume else None)
+    if module.validated_step != trainer.global_step and trainer.global_step > 0:
+        # a run stopped by its time or step limit between validations: its last (most annealed)
+        # weights were never compared with best.ckpt
+        score = trainer.validate(module, datamodule=data, verbose=False)[0].get("val/mAP50")
+        prev = best.best_model_score
+        log.info("final validation at step %d: mAP@0.5 %.4f (best so far %s)", trainer.global_step, score,
+                 "none" if prev is None else f"{float(prev):.4f}")
+        if score is not None and (prev is None or score > float(prev)):
+            trainer.save_checkpoint(out / "best.ckpt")
+            best.best_model_path, best.best_model_score = str(out / "best.ckpt"), torch.tensor(score)
     if earlier:  # Lightning's CSV logger starts the file afresh on resume: keep the earlier rows
         _merge_csv(out / "logs" / "metrics.csv", earlier)
     seconds = time.monotonic() - t0
@@ -319,7 +329,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
                                                  "hardware": hardware()}, indent=2))
     log.info("trained %d epochs in %.1f min", trainer.current_epoch, seconds / 60)
     path = Path(best.best_model_path) if best.best_model_path else out / "last.ckpt"
-    if path != out / "best.ckpt" and path.exists():
+    if path.exists() and path.resolve() != (out / "best.ckpt").resolve():
         shutil.copyfile(path, out / "best.ckpt")
         path = out / "best.ckpt"
     thr = f1 = None

@@ -34,6 +34,7 @@ class DetectionModule(L.LightningModule):
         self._val: list[ImageEval] = []
         self._t0: float | None = None
         self._seconds_before = 0.0  # training seconds of earlier runs (restored on resume)
+        self.validated_step = -1  # global step of the last validation (-1: none yet)
 
     def forward(self, images, targets=None):
         return self.model(images, targets)
@@ -101,6 +102,8 @@ class DetectionModule(L.LightningModule):
         for name, c in m["per_class"].items():
             self.log(f"val/AP50_{name}", float(np.nan_to_num(c["AP50"])))
         self.last_val_metrics = m
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.global_step
 
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

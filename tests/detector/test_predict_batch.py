@@ -255,12 +255,13 @@ def test_single_file_mode_and_its_rules(fake_model, scenes, tmp_path):
     out = tmp_path / "all.gpkg"
     summary = predict_files(fake_model, scenes[:2], out, min_score=0.01)
     assert summary["mode"] == "file" and summary["formats"] == ["gpkg"]
-    meta, _, geoms, fields = pyogrio.raw.read(out)
+    meta, _, geoms, fields = pyogrio.raw.read(out, layer="detections")
     sources = set(fields[list(meta["fields"]).index("source")])
     assert sources == set(scenes[:2]) and len(geoms) == summary["detections"]
     with rasterio.open(scenes[0]) as ds:
         assert rasterio.crs.CRS.from_user_input(meta["crs"]) == ds.crs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.gpkg"]
+    # the output and its QGIS style sidecar, no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.gpkg", "all.qml"]
     assert main(["predict", str(fake_model), scenes[0], "--out", str(tmp_path / "x.geojson"), "--resume"]) == 1
     with pytest.raises(ValueError, match="formats"):
         predict_files(fake_model, scenes[:1], tmp_path / "x.csv", formats="geojson")
@@ -398,3 +399,22 @@ def test_unwritable_out_refused_before_scoring(fake_model, scenes, tmp_path, cap
         err = capsys.readouterr().err
         assert rc == 1 and message in err and str(out) in err, err
     assert scored == []
+
+
+def test_outputs_carry_qgis_styles(fake_model, scenes, tmp_path):
+    """#14.2: every GeoJSON/GeoPackage detection output opens coloured by class in QGIS: a .qml
+    sidecar, and the style inside the GeoPackage (layer_styles, default)."""
+    import sqlite3
+
+    out = tmp_path / "out"
+    predict_files(fake_model, scenes[:1], out, formats="geojson,gpkg", min_score=0.01)
+    name = Path(scenes[0]).stem
+    qml = (out / f"{name}.qml").read_text()
+    assert 'attr="class"' in qml and all(f'value="{c}"' in qml for c in ("bunker", "revetment", "shelter"))
+    con = sqlite3.connect(out / f"{name}.gpkg")
+    rows = con.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
+    con.close()
+    assert len(rows) == 1 and rows[0][0] == "detections" and rows[0][1] == 1 and rows[0][2] == qml
+    single = tmp_path / "all.gpkg"
+    predict_files(fake_model, scenes[:2], single, min_score=0.01)
+    assert (tmp_path / "all.qml").exists()
