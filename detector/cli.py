@@ -41,7 +41,7 @@ def _train(a) -> int:
     if a.resume:
         best = train(resume_config(a.resume, {k: v for k, v in overrides.items() if k != "out"}), resume=True)
     else:
-        best = train(config_from_file(a.config, overrides))
+        best = train(config_from_file(a.config, overrides), overwrite=a.overwrite)
     print(best)
     return 0
 
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="early stopping after this many validations without improvement")
     t.add_argument("--balance", action="store_true", help="class-balanced sampling (images with rare classes drawn more often)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.ckpt")
+    t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (refused without)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="checkpoint -> ONNX, with a parity check")

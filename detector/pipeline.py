@@ -45,7 +45,7 @@ def run_demo(out: str | Path, *, minutes: float = 10.0, n_train: int = 400, seed
     kw = dict(train=str(data / "train.json"), val=str(data / "val.json"), out=str(out / "run"),
               max_time=minutes, epochs=1000, seed=seed, val_every=2, **({"arch": model} if model else {}))
     cfg = TrainConfig(**{**kw, **(train_overrides or {})})
-    best = train(cfg)
+    best = train(cfg, overwrite=True)  # the demo owns its folder
     times["train_s"] = time.monotonic() - t
 
     t = time.monotonic()

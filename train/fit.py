@@ -116,7 +116,33 @@ def config_from_file(path: str | os.PathLike | None, overrides: dict) -> TrainCo
     for req in ("train", "val"):
         if req not in data:
             raise ValueError(f"training needs '{req}' (a COCO JSON path)")
+    check_types(data, path or "config")
     return TrainConfig(**data)
+
+
+def _type_ok(value, hint: str) -> bool:
+    """Whether ``value`` (from YAML or the command line) fits the annotation text ``hint``."""
+    for alt in (h.strip() for h in hint.split("|")):
+        if alt == "None" and value is None:
+            return True
+        if alt == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if alt == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return True
+        if alt in ("str", "bool", "dict") and isinstance(value, {"str": str, "bool": bool, "dict": dict}[alt]):
+            return True
+        if alt.startswith("list[") and isinstance(value, list):
+            return all(_type_ok(v, alt[5:-1]) for v in value)
+    return False
+
+
+def check_types(data: dict, source) -> None:
+    """Refuse options of the wrong type (``epochs: abc``, ``lr: .nan``) naming the option, the
+    value and the type expected, before any work starts."""
+    hints = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    for k, v in data.items():
+        if k in hints and not _type_ok(v, hints[k]):
+            raise ValueError(f"{source}: training option {k!r} must be {hints[k]}, got {v!r}")
 
 
 def _default_bands(path) -> list[int]:
@@ -224,11 +250,32 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
     return config_from_file(run / "config.yaml", {**overrides, "out": str(run)})
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
+RUN_FILES = ("best.ckpt", "last.ckpt")  # a folder holding one of these is an earlier run
+
+
+def check_resumable(path: Path) -> None:
+    """Refuse a ``last.ckpt`` that is not a readable Revet training checkpoint (truncated,
+    tampered, or needing arbitrary unpickling: read with ``weights_only=True``), in one line."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read means the file cannot be resumed
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable training checkpoint ({first}); expected the last.ckpt "
+                         "a Revet run wrote") from None
+    if not isinstance(ck, dict) or "state_dict" not in ck or "optimizer_states" not in ck:
+        raise ValueError(f"{path}: not a Lightning training checkpoint (no state_dict/optimizer_states); "
+                         "expected the last.ckpt a Revet run wrote")
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Run training; returns the path of ``best.ckpt`` (best validation mAP@0.5).
 
     With ``resume``, training continues from ``cfg.out/last.ckpt`` (saved at the end of every
-    epoch) with the optimizer, schedule and epoch counter restored.
+    epoch) with the optimizer, schedule and epoch counter restored. A new run into a folder
+    that holds an earlier run's checkpoints is refused unless ``overwrite`` (they would be
+    deleted before the new run had anything to replace them with).
     """
     import lightning as L
     import torch
@@ -245,6 +292,11 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(cfg.out)
+    if resume:
+        check_resumable(out / "last.ckpt")
+    elif not overwrite and any((out / f).exists() for f in RUN_FILES):
+        raise ValueError(f"{out}: holds an earlier run ({', '.join(f for f in RUN_FILES if (out / f).exists())}); "
+                         "continue it with --resume, replace it with --overwrite, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
