@@ -37,7 +37,7 @@ def _train(a) -> int:
                  "bands": [int(b) for b in a.bands.split(",")] if a.bands else None,
                  "classes": a.classes.split(",") if a.classes else None,
                  "weights": a.weights, "freeze": a.freeze, "patience": a.patience,
-                 "balance": True if a.balance else None}
+                 "balance": True if a.balance else None, "accelerator": a.accelerator, "devices": a.devices}
     if a.resume:
         best = train(resume_config(a.resume, {k: v for k, v in overrides.items() if k != "out"}), resume=True)
     else:
@@ -62,7 +62,8 @@ def _export(a) -> int:
 def _demo(a) -> int:
     from detector.pipeline import run_demo
 
-    out = run_demo(a.out, minutes=a.minutes, n_train=a.train, seed=a.seed, model=a.model)
+    out = run_demo(a.out, minutes=a.minutes, n_train=a.train, seed=a.seed, model=a.model,
+                   from_scratch=a.from_scratch)
     print(f"results in {out}")
     return 0
 
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze", type=int, help="freeze the stem and this many backbone stages (-1: all)")
     t.add_argument("--patience", type=int, help="early stopping after this many validations without improvement")
     t.add_argument("--balance", action="store_true", help="class-balanced sampling (images with rare classes drawn more often)")
+    t.add_argument("--accelerator", help="Lightning accelerator: auto (default), cpu, gpu")
+    t.add_argument("--devices", type=lambda v: int(v) if v.isdigit() else v,
+                   help="devices per node: a count (2 on a CPU trains two processes with gloo), 'auto', or ids 0,1")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.ckpt")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (refused without)")
     t.set_defaults(func=_train)
@@ -136,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the whole path on synthetic data: synth, train, export, predict, evaluate")
     d.add_argument("--out", default="revet-demo")
-    d.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    d.add_argument("--minutes", type=float, default=None,
+                   help="training time budget (default: 5 fine-tuning revet-base, 10 from scratch)")
+    d.add_argument("--from-scratch", action="store_true",
+                   help="train a new model instead of fine-tuning the shipped base model revet-base")
     d.add_argument("--train", type=int, default=400, help="synthetic training tiles")
     d.add_argument("--model", default=None)
     d.add_argument("--seed", type=int, default=0)

@@ -1,5 +1,9 @@
 """The main job on built-in synthetic data: synth -> train -> export -> predict -> evaluate.
 
+Training fine-tunes the shipped base model ``revet-base`` (:mod:`detector.zoo`) on freshly
+generated tiles of the demo's seed, for at most ``FINE_TUNE_STEPS`` steps or ``minutes``;
+``from_scratch=True`` (``revet demo --from-scratch``) trains a new model for ``minutes`` instead.
+
 Everything lands in one folder::
 
     OUT/data/            synthetic tiles (train/val/test COCO) and scene.tif + scene.geojson
@@ -20,15 +24,24 @@ from pathlib import Path
 log = logging.getLogger("revet.demo")
 
 INT8_TOLERANCE = 0.01  # largest validation mAP@0.5 loss for which the demo scores with int8
+BASE_MODEL = "revet-base"
+# fine-tuning recipe from the base model: a short warm-up and a lower peak learning rate than
+# from scratch (TrainConfig.lr 2e-3), so the base's features are adapted rather than relearnt
+FINE_TUNE = dict(weights=BASE_MODEL, lr=5e-4, warmup_steps=20, steps=400)
+DEFAULT_MINUTES = {"fine-tune": 5.0, "from-scratch": 10.0}
 
 
-def run_demo(out: str | Path, *, minutes: float = 10.0, n_train: int = 400, seed: int = 0,
-             model: str | None = None, n_val: int = 60, n_test: int = 100, scene_size: int = 2048,
-             train_overrides: dict | None = None) -> Path:
+def run_demo(out: str | Path, *, minutes: float | None = None, n_train: int = 400, seed: int = 0,
+             model: str | None = None, from_scratch: bool = False, n_val: int = 60, n_test: int = 100,
+             scene_size: int = 2048, train_overrides: dict | None = None) -> Path:
+    """Run the main job into ``out``; returns ``out``. ``minutes``: training budget (default
+    ``DEFAULT_MINUTES``). ``model``: an architecture name; one other than the base model's
+    trains from scratch (the base weights fit only their own architecture)."""
     from detector.datasets.synth import generate_dataset
     from detector.evaluate import evaluate_model, format_metrics
     from detector.export.onnx_export import export_checkpoint
     from detector.predict import predict_files
+    from detector import zoo
     from detector.train.fit import TrainConfig, train
 
     out = Path(out).resolve()
@@ -42,11 +55,23 @@ def run_demo(out: str | Path, *, minutes: float = 10.0, n_train: int = 400, seed
     log.info("data ready in %s (%.0f s)", data, times["synth_s"])
 
     t = time.monotonic()
+    base_arch = zoo.card(BASE_MODEL)["arch"] if BASE_MODEL in zoo.available() else None
+    if not from_scratch and base_arch is None:
+        raise FileNotFoundError(f"{zoo.ZOO_DIR / BASE_MODEL}: the installation lacks the base model; "
+                                "reinstall Revet or run 'revet demo --from-scratch'")
+    if not from_scratch and model and model != base_arch:
+        log.warning("--model %s is not the base model's architecture (%s): training from scratch", model, base_arch)
+        from_scratch = True
+    start = "from-scratch" if from_scratch else "fine-tune"
+    minutes = DEFAULT_MINUTES[start] if minutes is None else minutes
     kw = dict(train=str(data / "train.json"), val=str(data / "val.json"), out=str(out / "run"),
-              max_time=minutes, epochs=1000, seed=seed, val_every=2, **({"arch": model} if model else {}))
+              max_time=minutes, epochs=1000, seed=seed, val_every=2, **({"arch": model} if model else {}),
+              **({} if from_scratch else FINE_TUNE))
+    log.info("training (%s) for at most %.0f minutes", start, minutes)
     cfg = TrainConfig(**{**kw, **(train_overrides or {})})
     best = train(cfg, overwrite=True)  # the demo owns its folder
     times["train_s"] = time.monotonic() - t
+    times["start"] = start
 
     t = time.monotonic()
     parity = export_checkpoint(best, out / "model.onnx", int8=True)

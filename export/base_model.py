@@ -167,7 +167,13 @@ def stage_package(out: Path, corpus: dict, train_opts: dict, metrics: dict, dest
     for f in (zoo.ONNX, zoo.ONNX_INT8):
         shutil.copyfile(out / f, dest / f)
     budget = json.loads((out / "run" / "budget.json").read_text())
-    spec = json.loads((out / "run" / "spec.json").read_text())
+    # the exported spec, with the operating threshold calibrated after training (run/spec.json
+    # is written when training starts, before calibration)
+    import onnx
+
+    from detector.spec import SPEC_KEY
+    meta = {p.key: p.value for p in onnx.load(out / zoo.ONNX, load_external_data=False).metadata_props}
+    spec = json.loads(meta[SPEC_KEY])
 
     def brief(m: dict) -> dict:
         return {"mAP50": round(m["mAP50"], 4), "mAP50_95": round(m["mAP50_95"], 4),

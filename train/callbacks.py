@@ -124,7 +124,7 @@ class StepBudget(L.Callback):
         log.info("step rate %.2f steps/s: the budget buys about %d steps (%.1f epochs)", rate, buys,
                  buys / max(1, self.steps_per_epoch))
         if buys < self.min_steps:
+            advice = " or fine-tune from revet-base (--weights revet-base)" if self.start == "from-scratch" else ""
             self.record["warning"] = (f"the budget buys about {buys} steps, fewer than the {self.min_steps} "
-                                      f"a {self.start} run needs: raise --max-time or --steps, or fine-tune "
-                                      f"from revet-base (--weights revet-base)")
+                                      f"a {self.start} run needs: raise --max-time or --steps{advice}")
             log.warning("WARNING: %s", self.record["warning"])

@@ -250,6 +250,22 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
     return config_from_file(run / "config.yaml", {**overrides, "out": str(run)})
 
 
+def world_size(cfg: TrainConfig) -> int:
+    """Training processes the run will have: ``devices`` when it is a count (or a list of
+    devices), every visible GPU for ``auto`` on a GPU machine, else 1."""
+    import torch
+
+    d = cfg.devices
+    if isinstance(d, int) and d > 0:
+        return d
+    if isinstance(d, str) and "," in d:
+        return len([x for x in d.split(",") if x.strip()])
+    if isinstance(d, str) and d.strip().isdigit():
+        return max(1, int(d))
+    gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.cuda.device_count() if gpu and d in ("auto", -1, "-1") else 1
+
+
 RUN_FILES = ("best.ckpt", "last.ckpt")  # a folder holding one of these is an earlier run
 
 
@@ -310,7 +326,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
                                                 crop=cfg.crop, cache=cache),
                                DetectionDataset(val_labels, spec, label_offset=off, cache=cache),
                                batch_size=cfg.batch_size, num_workers=cfg.num_workers, balance=cfg.balance)
-    steps_per_epoch = max(1, len(train_labels.images) // cfg.batch_size)
+    # each of the world's processes takes its share of the images: the schedule counts global steps
+    steps_per_epoch = max(1, len(train_labels.images) // (cfg.batch_size * world_size(cfg)))
     module = DetectionModule(spec.to_json(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                              optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
                              max_steps=cfg.steps or steps_per_epoch * cfg.epochs, max_minutes=cfg.max_time)
@@ -372,9 +389,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         if score is not None and (prev is None or score > float(prev)):
             trainer.save_checkpoint(out / "best.ckpt")
             best.best_model_path, best.best_model_score = str(out / "best.ckpt"), torch.tensor(score)
+    seconds = time.monotonic() - t0
+    if trainer.global_rank != 0:  # what follows writes the run's files: once, by rank zero
+        return out / "best.ckpt"
     if earlier:  # Lightning's CSV logger starts the file afresh on resume: keep the earlier rows
         _merge_csv(out / "logs" / "metrics.csv", earlier)
-    seconds = time.monotonic() - t0
     precision = resolve_precision(cfg.precision, cfg.accelerator)
     (out / "budget.json").write_text(json.dumps({**budget.record, "steps_done": trainer.global_step,
                                                  "train_seconds": module.train_seconds(), "precision": precision,

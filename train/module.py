@@ -1,6 +1,7 @@
 """LightningModule: delegates to the network; knows nothing of file formats."""
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -95,8 +96,25 @@ class DetectionModule(L.LightningModule):
                                        p["boxes"].float().cpu().numpy(), p["scores"].float().cpu().numpy(),
                                        p["labels"].cpu().numpy() - off))
 
+    def _gathered(self) -> list[ImageEval]:
+        """Every rank's validation images, in dataset order, once each. Lightning's
+        ``DistributedSampler`` gives rank ``r`` images ``r, r + W, ...`` of a list padded to a
+        multiple of ``W`` by repeating its first images: interleave, then drop the padding."""
+        import torch.distributed as dist
+
+        if self.trainer.world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+            return self._val
+        parts: list = [None] * self.trainer.world_size
+        dist.all_gather_object(parts, self._val)
+        merged = [im for group in itertools.zip_longest(*parts) for im in group if im is not None]
+        loader = self.trainer.val_dataloaders
+        n = len(loader.dataset) if hasattr(loader, "dataset") and not self.trainer.sanity_checking else len(merged)
+        return merged[:n]
+
     def on_validation_epoch_end(self) -> None:
-        m = evaluate_detections(self._val, self.spec.classes)
+        images = self._gathered()
+        m = evaluate_detections(images, self.spec.classes)
+        self.log("val/images", float(len(images)))
         self.log("val/mAP50", float(np.nan_to_num(m["mAP50"])), prog_bar=True)
         self.log("val/mAP50_95", float(np.nan_to_num(m["mAP50_95"])))
         for name, c in m["per_class"].items():

@@ -1,0 +1,93 @@
+"""The shipped base model ``revet-base``: files match the model card, the spec agrees across
+files, and it finds objects on freshly generated tiles out of the box (no training).
+
+The floors are set below the card's test figures (docs/models.md) with room for the small
+sample; the slow rebuild (scripts/build_base_model.py) is not run in CI.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from detector import zoo
+from detector.datasets.synth import render_tile, tile_seed
+from detector.datasets.synth_style import Style
+from detector.metrics import ImageEval, evaluate_detections
+from detector.runner import Detector
+from detector.spec import SPEC_KEY, ModelSpec
+
+NAME = "revet-base"
+FRESH_SEED = 9101  # never used to build the model (corpus 1000, test sets 2000-2002)
+N_TILES = 16
+FLOOR = {"onnx": 0.85, "int8": 0.85}  # mAP@0.5 on N_TILES standard-style tiles (card: 0.966 / 0.969 on 400)
+
+
+def test_shipped_files_match_the_card():
+    assert NAME in zoo.available()
+    card = zoo.card(NAME)
+    assert set(card["files"]) == {zoo.ONNX, zoo.ONNX_INT8, zoo.WEIGHTS}
+    assert all(zoo.verify(NAME).values()), zoo.verify(NAME)
+    assert card["training"]["steps"] > 0 and card["training"]["hardware"]
+
+
+def test_spec_is_the_same_in_card_and_onnx_files():
+    spec = ModelSpec.from_json(json.dumps(zoo.card(NAME)["spec"]))
+    for kind in ("onnx", "int8"):
+        meta = {p.key: p.value for p in onnx.load(zoo.resolve(NAME, kind), load_external_data=False).metadata_props}
+        assert ModelSpec.from_json(meta[SPEC_KEY]) == spec, kind
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    return [render_tile(tile_seed(FRESH_SEED, "test", i), style=Style()) for i in range(N_TILES)]
+
+
+def _map50(det: Detector, tiles) -> dict:
+    preds = det.predict_tiles([t[0] for t in tiles], min_score=0.05)
+    evals = [ImageEval(b, l, p.boxes, p.scores, p.labels) for (_, b, l), p in zip(tiles, preds)]
+    return evaluate_detections(evals, list(det.spec.classes))
+
+
+@pytest.mark.parametrize("kind", ["onnx", "int8"])
+def test_scores_fresh_tiles_above_the_floor(kind, tiles):
+    det = Detector.load(NAME if kind == "onnx" else f"{NAME}:int8")
+    m = _map50(det, tiles)
+    assert m["mAP50"] >= FLOOR[kind], m
+
+
+def test_predict_by_name_without_torch(tmp_path):
+    """`revet predict revet-base tile.tif` on the torch-free side: torch never imported."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    image, _, _ = render_tile(tile_seed(FRESH_SEED, "test", 0))
+    tif = tmp_path / "tile.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8",
+                       crs="EPSG:32652", transform=from_origin(500000, 4200000, 0.5, 0.5)) as dst:
+        dst.write(np.moveaxis(image, -1, 0))
+    code = ("import sys\n"
+            "from detector.cli import main\n"
+            f"rc = main(['predict', 'revet-base', {str(tif)!r}, '--out', {str(tmp_path / 'd.geojson')!r}])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "sys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    gj = json.loads((tmp_path / "d.geojson").read_text())
+    assert len(gj["features"]) >= 1
+    assert {f["properties"]["class"] for f in gj["features"]} <= {"bunker", "revetment", "shelter"}
+
+
+def test_fp16_weights_fine_tune_start_loads_every_tensor():
+    """`revet train --weights revet-base`: the fp16 file fills the whole network."""
+    pytest.importorskip("torch")
+    from detector.train.models import build_model
+    from detector.train.weights import load_weights
+
+    spec = ModelSpec.from_json(json.dumps(zoo.card(NAME)["spec"]))
+    model = build_model(spec)
+    report = load_weights(model, spec, NAME)
+    assert report["loaded_fraction"] == pytest.approx(1.0) and not report["head_replaced"]
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in model.parameters())
