@@ -11,7 +11,6 @@ mix of band counts / dtypes and GSDs.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections import Counter
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets.labels import ImageRecord, LabelSet
+from detector.labels import ImageRecord, LabelSet
 
 PIXEL_BINS = (0, 8, 16, 32, 64, 128, 256, 512, float("inf"))
 METRE_BINS = (0, 2, 5, 10, 20, 50, 100, float("inf"))
@@ -103,90 +102,21 @@ def _histogram(values: np.ndarray, bins) -> dict:
     return {n: int(c) for n, c in zip(names, counts)}
 
 
-# -- COCO, leniently: every problem listed, not just the first ---------------------------------
+# -- COCO: the one reader (detector.labels.coco), every bad item reported -----------------------
 
 def _coco(path: Path, report: CheckReport):
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        report.add(path, "", "COCO file not found")
-        return None, {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        report.add(path, "", f"not valid COCO JSON ({e})")
-        return None, {}
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("categories"), list):
-        report.add(path, "", "expected a COCO JSON object with lists 'images', 'annotations', "
-                   "'categories'")
-        return None, {}
-    names, cat_index = [], {}
-    for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            report.add(path, f"categories[{i}]", f"needs 'id' and 'name', got {c}")
-            continue
-        if c["id"] in cat_index:
-            report.add(path, f"categories[{i}]", f"duplicate category id {c['id']}")
-            continue
-        if c["name"] in names:
-            report.add(path, f"categories[{i}]", f"category name {c['name']!r} appears twice")
-        cat_index[c["id"]] = len(names)
-        names.append(str(c["name"]))
-    records, items, files = {}, {}, {}
-    for i, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            report.add(path, f"images[{i}]", "needs 'id' and 'file_name'")
-            continue
-        iid = im["id"]
-        if iid in records:
-            report.add(path, f"images[{i}]", f"duplicate image id {iid}")
-            continue
-        f = Path(im["file_name"])
-        f = f if f.is_absolute() else path.parent / f
-        if f in files:
-            report.add(path, f"images[{i}] (id {iid})", f"file {im['file_name']} is also image "
-                       f"id {files[f]}", "warning")
-        files[f] = iid
-        records[iid] = (ImageRecord(f, int(im.get("width") or 0), int(im.get("height") or 0),
-                                    image_id=iid), [], [])
-        items[f] = []
-    ann_ids = set()
-    for i, a in enumerate(data.get("annotations") or []):
-        aid = a.get("id") if isinstance(a, dict) else None
-        item = f"annotations[{i}] (id {aid})"
-        if not isinstance(a, dict):
-            report.add(path, item, "expected an object")
-            continue
-        if aid is not None and aid in ann_ids:
-            report.add(path, item, f"duplicate annotation id {aid}")
-        ann_ids.add(aid)
-        if a.get("iscrowd", 0):
-            continue
-        if a.get("image_id") not in records:
-            report.add(path, item, f"refers to unknown image_id {a.get('image_id')}")
-            continue
-        if a.get("category_id") not in cat_index:
-            report.add(path, item, f"unknown class: category_id {a.get('category_id')} is not "
-                       f"among the categories {sorted(cat_index)}")
-            continue
-        bbox = a.get("bbox")
-        try:
-            x, y, w, h = (float(v) for v in bbox)
-        except (TypeError, ValueError):
-            report.add(path, item, f"expected bbox [x, y, w, h], got {bbox}")
-            continue
-        if not (w > 0 and h > 0):
-            report.add(path, item, f"box has zero or negative size w={w:g}, h={h:g}")
-            continue
-        rec, boxes, labels = records[a["image_id"]]
-        boxes.append((x, y, x + w, y + h))
-        labels.append(cat_index[a["category_id"]])
-        items[rec.path].append(item)
-    images = []
-    for rec, boxes, labels in records.values():
-        rec.boxes = np.array(boxes, np.float32).reshape(-1, 4)
-        rec.labels = np.array(labels, np.int64)
-        images.append(rec)
-    return LabelSet(names, images, path), items
+    """COCO through :func:`detector.labels.coco.read_coco_items` with every bad item reported,
+    plus a warning for image entries that share a file."""
+    from detector.labels.coco import read_coco_items
+
+    ls, items = read_coco_items(path, on_error=_with_problems(report))
+    first: dict = {}
+    for rec in ls.images:
+        if rec.path in first:
+            report.add(path, f"image id {rec.image_id}", f"file {rec.path} is also image id "
+                       f"{first[rec.path]}", "warning")
+        first.setdefault(rec.path, rec.image_id)
+    return ls, items
 
 
 def _with_problems(report: CheckReport):
@@ -267,7 +197,7 @@ def check_vector(rasters, labels: str | os.PathLike, *, class_field: str = "clas
                  classes: list[str] | None = None) -> CheckReport:
     """Check vector labels over one or more rasters: readable features with a class, CRSs that
     overlap, features outside every raster (warnings), and the same summary as datasets."""
-    from detector.datasets.vector import class_index, overlap_error, pixel_boxes, read_vector
+    from detector.labels.vector import boxes_on_raster, class_index, overlap_error, read_vector
     from detector.raster import open_raster, raster_info
 
     if isinstance(rasters, (str, os.PathLike)):
@@ -286,7 +216,7 @@ def check_vector(rasters, labels: str | os.PathLike, *, class_field: str = "clas
         try:
             with open_raster(r) as ds:
                 info = raster_info(ds)
-            boxes = pixel_boxes(vl, info.crs, info.transform, raster=r)
+            placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=r)
         except FileNotFoundError:
             report.add(r, "", "missing image: file does not exist")
             continue
@@ -294,13 +224,12 @@ def check_vector(rasters, labels: str | os.PathLike, *, class_field: str = "clas
             report.add(r, "", str(e).removeprefix(f"{r}: "))
             continue
         mix[f"{info.count} x {info.dtype}"] += 1
-        inside = np.isfinite(boxes).all(axis=1) & (boxes[:, 0] < info.width) & (boxes[:, 2] > 0) \
-            & (boxes[:, 1] < info.height) & (boxes[:, 3] > 0) & (feat_labels >= 0)
+        inside = placed.inside & (feat_labels >= 0)
         if len(vl) and not inside.any():
             report.add(labels, "", "label CRS does not overlap the raster: " +
                        overlap_error(vl, r, info.crs, info.width, info.height).removeprefix(f"{labels}: "))
         seen |= inside
-        b = np.clip(boxes[inside], 0, [info.width, info.height] * 2)
+        b = placed.clipped[inside]
         records.append(ImageRecord(Path(r), info.width, info.height, b, feat_labels[inside]))
         s = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
         sizes_px.append(s)

@@ -33,9 +33,9 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from detector.datasets.coco import write_coco
-from detector.datasets.labels import ImageRecord, LabelSet
-from detector.datasets.vector import class_index, overlap_error, pixel_boxes, read_vector
+from detector.labels import ImageRecord, LabelSet
+from detector.labels.coco import write_coco
+from detector.labels.vector import boxes_on_raster, class_index, overlap_error, read_vector
 from detector.raster import open_raster, raster_info, read_window
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,10 @@ def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile
     for raster in rasters:
         with open_raster(raster) as ds:
             info = raster_info(ds)
-        boxes = pixel_boxes(vl, info.crs, info.transform, raster=raster)
-        inside = np.isfinite(boxes).all(axis=1) & (boxes[:, 0] < info.width) & \
-            (boxes[:, 2] > 0) & (boxes[:, 1] < info.height) & (boxes[:, 3] > 0)
-        seen |= inside
-        per_raster.append((info, boxes, int(inside.sum())))
+        placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=raster)
+        seen |= placed.inside
+        # tiles take the unclipped boxes: the min_fraction rule measures the whole object
+        per_raster.append((info, placed.boxes, int(placed.inside.sum())))
     if len(vl) and not seen.any():
         info = per_raster[0][0]
         raise ValueError(overlap_error(vl, rasters[0] if len(rasters) == 1 else

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from detector.datasets.labels import LabelSet
+from detector.labels import LabelSet
 
 FORMATS = ("coco", "yolo", "voc")
 
@@ -33,7 +33,7 @@ def read_dataset(path: str | os.PathLike, *, fmt: str | None = None) -> LabelSet
     """Read a COCO, YOLO or VOC dataset (format detected from the path unless ``fmt``)."""
     fmt = fmt or detect_format(path)
     if fmt == "coco":
-        from detector.datasets.coco import read_coco
+        from detector.labels.coco import read_coco
         return read_coco(path)
     if fmt == "yolo":
         from detector.datasets.yolo import read_yolo
@@ -49,7 +49,7 @@ def write_dataset(labels: LabelSet, fmt: str, out_dir: str | os.PathLike) -> Pat
     ``out_dir/dataset.json`` (COCO), ``out_dir/data.yaml`` (YOLO), ``out_dir`` (VOC)."""
     out = Path(out_dir)
     if fmt == "coco":
-        from detector.datasets.coco import write_coco
+        from detector.labels.coco import write_coco
         return write_coco(labels, out / "dataset.json")
     if fmt == "yolo":
         from detector.datasets.yolo import write_yolo

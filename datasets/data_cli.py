@@ -1,5 +1,5 @@
-"""``revet data ...``: convert, chip, check, preview. Each handler parses, calls one function,
-prints. Registered by ``detector.cli`` through :func:`add_data_commands`."""
+"""``revet data ...``: convert, chip, check, preview, from-review. Each handler parses, calls one
+function, prints. Registered by ``detector.cli`` through :func:`add_data_commands`."""
 from __future__ import annotations
 
 import json
@@ -93,6 +93,29 @@ def add_data_commands(subparsers) -> None:
                    "(default: the OVERHEAD set)")
     p.set_defaults(func=_preview)
 
-    from detector.review_cli import add_from_review_command
-
     add_from_review_command(sub)
+
+
+def add_from_review_command(data_subparsers) -> None:
+    """Add ``from-review`` to the subparsers of ``revet data``."""
+    f = data_subparsers.add_parser("from-review", help="review decisions -> COCO tile dataset (labels and hard negatives)")
+    f.add_argument("review_dir", help="folder written by revet review, holding decisions.json")
+    f.add_argument("--out", required=True, help="output folder (tiles/ and dataset.json)")
+    f.add_argument("--decisions", help="decisions file (default REVIEW_DIR/decisions.json, e.g. an Export)")
+    f.add_argument("--scene", help="the scene raster (default: the path recorded in review.json)")
+    f.add_argument("--tile-size", type=int, default=512)
+    f.add_argument("--overlap", type=int, default=64)
+    f.add_argument("--min-fraction", type=float, default=0.5,
+                   help="a box cut by a tile edge belongs to a tile holding this fraction of it")
+    f.add_argument("--keep-unreviewed", action="store_true",
+                   help="also use tiles that hold candidates nobody reviewed (default: skip them)")
+    f.set_defaults(func=run_from_review)
+
+
+def run_from_review(a) -> int:
+    from detector.datasets.from_review import from_review
+
+    summary = from_review(a.review_dir, a.out, decisions=a.decisions, scene=a.scene, tile_size=a.tile_size,
+                          overlap=a.overlap, min_fraction=a.min_fraction, skip_unreviewed=not a.keep_unreviewed)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -29,8 +29,8 @@ import rasterio
 from rasterio.windows import Window
 
 from detector.datasets.chip import _write_tile, assign_boxes
-from detector.datasets.coco import write_coco
-from detector.datasets.labels import ImageRecord, LabelSet
+from detector.labels import ImageRecord, LabelSet
+from detector.labels.coco import write_coco
 from detector.raster import open_raster, raster_info, read_window
 
 log = logging.getLogger(__name__)

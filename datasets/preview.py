@@ -1,7 +1,8 @@
 """A PNG grid of augmented training samples with their boxes: ``revet data preview``.
 
-Each sample is read with rasterio (any dtype, any band count), stretched per band to [0, 1]
-between its 2nd and 98th percentiles over valid pixels (nodata shown black), augmented with
+Each sample is read with rasterio (any dtype, any band count), stretched per band to [0, 1] by
+the display stretch (:mod:`detector.display`: 2nd to 98th percentile of valid pixels, nodata
+black), augmented with
 :func:`detector.datasets.augment.train_transform`, and drawn: bands 1-3 as RGB (1 or 2 bands as
 grey from band 1), boxes coloured by class with a legend underneath.
 """
@@ -12,25 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.display import stretch, to_rgb8
+
 PALETTE = [(255, 64, 64), (64, 200, 255), (255, 220, 0), (120, 255, 120), (255, 120, 255),
            (255, 160, 60), (160, 160, 255), (255, 255, 255)]
-
-
-def stretch(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(H, W, C) any dtype -> float32 [0, 1], per band 2-98 percentile stretch over ``valid``."""
-    out = np.zeros(image.shape, np.float32)
-    for b in range(image.shape[-1]):
-        band = image[..., b].astype(np.float32)
-        vals = band[valid] if valid.any() else band.ravel()
-        lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
-        out[..., b] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1)
-    out[~valid] = 0
-    return out
-
-
-def to_rgb8(unit: np.ndarray) -> np.ndarray:
-    rgb = unit[..., :3] if unit.shape[-1] >= 3 else np.repeat(unit[..., :1], 3, axis=-1)
-    return (rgb * 255 + 0.5).astype(np.uint8)
 
 
 def preview(dataset: str | os.PathLike, out: str | os.PathLike, *, n: int = 16, cols: int = 4,

@@ -32,12 +32,11 @@ import numpy as np
 from . import synth_objects as so
 from . import synth_render as sr
 from . import synth_terrain as st
+from .synth_geo import CRS, check_gsd, scene_transform
 from .synth_style import Style, draw_wide_conditions, sensor_look
 
 CLASSES = ("bunker", "revetment", "shelter")
-CRS = "EPSG:32637"  # UTM zone 37N
 SPLITS = ("train", "val", "test")
-GSD_RANGE = (0.2, 2.0)
 _SCENE_KEY = 7  # seed-sequence key of the large scene (splits use 0, 1, 2)
 
 assert so.TARGETS == CLASSES
@@ -60,11 +59,6 @@ class Rendered:
     conditions: sr.Conditions
 
 
-def _check_gsd(gsd: float) -> None:
-    if not GSD_RANGE[0] <= gsd <= GSD_RANGE[1]:
-        raise ValueError(f"gsd must be in {GSD_RANGE} metres per pixel, got {gsd}")
-
-
 def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negatives: bool = True,
                  contain: bool = True, targets: bool = True, style: Style = Style()) -> Rendered:
     """Render one ``height x width`` image from ``seed`` (deterministic).
@@ -77,7 +71,7 @@ def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negati
     ``style`` (:class:`~detector.datasets.synth_style.Style`): how far terrain, materials, light
     and sensor vary; the standard style gives the generator's standard images.
     """
-    _check_gsd(gsd)
+    check_gsd(gsd)
     if height < 32 or width < 32:
         raise ValueError(f"image size must be at least 32 x 32 pixels, got {height} x {width}")
     shape = (int(height), int(width))
@@ -161,7 +155,7 @@ def tile_gsd(seed: int, gsd: float, gsd_range: tuple[float, float] | None) -> fl
     if not gsd_range:
         return gsd
     lo, hi = (float(v) for v in gsd_range)
-    _check_gsd(lo), _check_gsd(hi)
+    check_gsd(lo), check_gsd(hi)
     u = np.random.default_rng([int(seed) % 2**63, 5]).random()
     return float(round(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))), 4))
 
@@ -187,12 +181,6 @@ def tile_transform(split: str, index: int, tile_size: int, gsd: float, grid_gsd:
     step = tile_size * (grid_gsd or gsd) + 100.0
     row = SPLITS.index(split) * 1000 + index // 100
     return Affine(gsd, 0.0, 300000.0 + (index % 100) * step, 0.0, -gsd, 4300000.0 - row * step)
-
-
-def scene_transform(gsd: float):
-    from affine import Affine
-
-    return Affine(gsd, 0.0, 620000.0, 0.0, -gsd, 4250000.0)
 
 
 def write_geotiff(path, image: np.ndarray, transform, *, block: int = 512) -> None:
@@ -309,17 +297,17 @@ def write_scene_geojson(path, boxes: np.ndarray, labels: np.ndarray, transform) 
         json.dump({"type": "FeatureCollection", "features": feats}, f)
 
 
-def _coco(split: str, records: list, tile_size: int) -> dict:
-    images, anns = [], []
-    for image_id, (name, boxes, labels) in enumerate(records, start=1):
-        images.append({"id": image_id, "file_name": name, "width": tile_size, "height": tile_size})
-        for (x1, y1, x2, y2), lab in zip(boxes, labels):
-            w, h = x2 - x1, y2 - y1
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(lab) + 1,
-                         "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
-    cats = [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]
-    return {"info": {"description": f"Revet synthetic {split} split"}, "images": images,
-            "annotations": anns, "categories": cats}
+def write_split(path: Path, split: str, records: list, tile_size: int) -> Path:
+    """One split's COCO file (the shared atomic writer, :func:`detector.labels.coco.write_coco`):
+    ``records`` are ``(file name relative to path's folder, boxes, labels)``; image ids 1..N,
+    category ids 1..K in ``CLASSES`` order."""
+    from detector.labels import ImageRecord, LabelSet
+    from detector.labels.coco import write_coco
+
+    images = [ImageRecord(path.parent / name, tile_size, tile_size, boxes, labels, image_id=k)
+              for k, (name, boxes, labels) in enumerate(records, start=1)]
+    return write_coco(LabelSet(list(CLASSES), images), path, category_ids=list(range(1, len(CLASSES) + 1)),
+                      info={"description": f"Revet synthetic {split} split"})
 
 
 def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: int = 100,
@@ -345,7 +333,7 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
     no tile or scene uses).
     Returns a summary: counts per split and class, paths.
     """
-    _check_gsd(gsd)
+    check_gsd(gsd)
     if not (targets or negatives):
         raise ValueError("targets and negatives are both off: the images would hold only terrain")
     out = Path(out_dir)
@@ -377,9 +365,7 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
         else:
             records[split].append((name, boxes, labels))
     for split in SPLITS:
-        path = out / f"{split}.json"
-        with open(path, "w") as f:
-            json.dump(_coco(split, records[split], tile_size), f)
+        path = write_split(out / f"{split}.json", split, records[split], tile_size)
         summary["splits"][split] = {
             "json": str(path), "images": len(records[split]),
             "empty": sum(1 for r in records[split] if not r[2]),

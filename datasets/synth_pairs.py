@@ -35,6 +35,7 @@ import numpy as np
 from . import synth_objects as so
 from . import synth_render as sr
 from . import synth_terrain as st
+from .synth_geo import CRS, check_gsd, scene_transform
 from .synth_style import Style, draw_wide_conditions, sensor_look
 
 _PAIR_KEY = 11  # seed-sequence key of pairs (tiles use 0-2, the scene 7)
@@ -153,14 +154,12 @@ def render_pair(seed: int, height: int, width: int, *, gsd: float = 0.5, negativ
     """Render one before/after pair from ``seed`` (deterministic); see the module docstring.
 
     Pixel boxes use the generator's convention (x right, y down, pixel edges). Transforms put
-    the before image where :func:`detector.datasets.synth.scene_transform` puts scenes.
+    the before image where :func:`detector.datasets.synth_geo.scene_transform` puts scenes.
     """
     from affine import Affine
     import cv2
 
-    from .synth import _check_gsd, scene_transform
-
-    _check_gsd(gsd)
+    check_gsd(gsd)
     if min(height, width) < 64:
         raise ValueError(f"pair images must be at least 64 x 64 pixels, got {height} x {width}")
     if not 0 <= swath < 1:
@@ -297,8 +296,6 @@ def write_rgb(path, image: np.ndarray, transform, *, nodata: int | None = None) 
     """``(H, W, 3)`` uint8 RGB GeoTIFF in the generator's CRS, nodata 0 when asked."""
     import rasterio
 
-    from .synth import CRS
-
     h, w = image.shape[:2]
     profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs=CRS, transform=transform,
                    photometric="RGB", compress="deflate", predictor=2)
@@ -311,8 +308,6 @@ def write_rgb(path, image: np.ndarray, transform, *, nodata: int | None = None) 
 def _features(items, transform) -> list:
     from rasterio.warp import transform as warp
 
-    from .synth import CLASSES, CRS
-
     feats = []
     for i, (b, props) in enumerate(items):
         x1, y1, x2, y2 = (float(c) for c in b)
@@ -323,7 +318,7 @@ def _features(items, transform) -> list:
         x, y = np.asarray(ring).T
         if (x[:-1] * y[1:] - x[1:] * y[:-1]).sum() < 0:
             ring = ring[::-1]
-        p = {k: (CLASSES[v] if k.startswith("class") and isinstance(v, (int, np.integer)) and v >= 0
+        p = {k: (so.TARGETS[v] if k.startswith("class") and isinstance(v, (int, np.integer)) and v >= 0
                  else (None if k.startswith("class") and isinstance(v, (int, np.integer)) else v))
              for k, v in props.items()}
         feats.append({"type": "Feature", "id": i, "geometry": {"type": "Polygon", "coordinates": [ring]},

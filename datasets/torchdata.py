@@ -13,7 +13,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from detector import raster
-from detector.datasets.labels import LabelSet
+from detector.labels import LabelSet
 from detector.spec import ModelSpec
 
 

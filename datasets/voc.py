@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets.labels import ImageRecord, LabelSet
-from detector.datasets.yolo import OnError, _report, place_image
+from detector.datasets.yolo import place_image
+from detector.labels import ImageRecord, LabelSet, OnError, report_problem
 
 
 def _xml_files(folder: Path) -> list[Path]:
@@ -69,13 +69,13 @@ def read_voc_file(xml: Path, classes: list[str] | None, on_error: OnError = None
     try:
         root = ET.parse(xml).getroot()
     except ET.ParseError as e:
-        _report(on_error, xml, "", f"malformed XML ({e})")
+        report_problem(on_error, xml, "", f"malformed XML ({e})")
         return None
     if root.tag != "annotation":
-        _report(on_error, xml, "", f"expected a VOC <annotation> root element, got <{root.tag}>")
+        report_problem(on_error, xml, "", f"expected a VOC <annotation> root element, got <{root.tag}>")
         return None
     if not (_text(root, "filename") or _text(root, "path")):
-        _report(on_error, xml, "<filename>", "missing; expected the image file name")
+        report_problem(on_error, xml, "<filename>", "missing; expected the image file name")
         return None
     image = _image_path(xml, root)
     size = root.find("size")
@@ -88,25 +88,25 @@ def read_voc_file(xml: Path, classes: list[str] | None, on_error: OnError = None
         name = _text(obj, "name")
         item = f"object {k} ({name})"
         if not name:
-            _report(on_error, xml, f"object {k}", "has no <name>")
+            report_problem(on_error, xml, f"object {k}", "has no <name>")
             continue
         if classes is not None and name not in classes:
-            _report(on_error, xml, item, f"unknown class {name!r}; expected one of {classes}")
+            report_problem(on_error, xml, item, f"unknown class {name!r}; expected one of {classes}")
             continue
         bb = obj.find("bndbox")
         try:
             xmin, ymin, xmax, ymax = (float(_text(bb, t)) for t in ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError, AttributeError):
-            _report(on_error, xml, item, "expected <bndbox> with numeric xmin, ymin, xmax, ymax")
+            report_problem(on_error, xml, item, "expected <bndbox> with numeric xmin, ymin, xmax, ymax")
             continue
         x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax
         if x2 <= x1 or y2 <= y1:
-            _report(on_error, xml, item, f"box has non-positive size (xmin={xmin:g}, "
-                    f"xmax={xmax:g}, ymin={ymin:g}, ymax={ymax:g})")
+            report_problem(on_error, xml, item, f"box has non-positive size (xmin={xmin:g}, "
+                           f"xmax={xmax:g}, ymin={ymin:g}, ymax={ymax:g})")
             continue
         if w and h and (x1 < 0 or y1 < 0 or x2 > w or y2 > h):
-            _report(on_error, xml, item, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} "
-                    f"ymax={ymax:g} lies outside the {w}x{h} image (VOC indices are 1..{w}, 1..{h})")
+            report_problem(on_error, xml, item, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} "
+                           f"ymax={ymax:g} lies outside the {w}x{h} image (VOC indices are 1..{w}, 1..{h})")
             continue
         boxes.append((x1, y1, x2, y2))
         names.append(name)

@@ -19,26 +19,14 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
 
-from detector.datasets.labels import ImageRecord, LabelSet
+from detector.labels import ImageRecord, LabelSet, OnError, report_problem
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".jp2", ".img", ".vrt")
 SPLIT_KEYS = ("train", "val", "test")
-
-#: ``on_error(file, item, message)``: readers call it for each bad item and skip the item;
-#: when None they raise ``ValueError("{file}: {item}: {message}")``.
-OnError = Callable[[Path, str, str], None] | None
-
-
-def _report(on_error: OnError, file, item: str, message: str, exc=ValueError) -> None:
-    if on_error is None:
-        raise exc(f"{file}: {item}: {message}" if item else f"{file}: {message}")
-    on_error(Path(file), item, message)
-
 
 def image_size(path: Path, on_error: OnError = None, *, owner=None) -> tuple[int, int] | None:
     """(width, height) of an image read with rasterio; None (after reporting) when unreadable."""
@@ -50,11 +38,11 @@ def image_size(path: Path, on_error: OnError = None, *, owner=None) -> tuple[int
             with open_raster(path) as ds:
                 return ds.width, ds.height
     except FileNotFoundError:
-        _report(on_error, owner or path, "" if owner is None else f"image {path}",
-                "image file does not exist", FileNotFoundError)
+        report_problem(on_error, owner or path, "" if owner is None else f"image {path}",
+                       "image file does not exist", FileNotFoundError)
     except ValueError as e:
-        _report(on_error, owner or path, "" if owner is None else f"image {path}",
-                str(e).removeprefix(f"{path}: "))
+        report_problem(on_error, owner or path, "" if owner is None else f"image {path}",
+                       str(e).removeprefix(f"{path}: "))
     return None
 
 
@@ -122,37 +110,37 @@ def parse_label_file(txt: Path, n_classes: int, width: int, height: int,
         try:
             vals = [float(v) for v in parts]
         except ValueError:
-            _report(on_error, txt, item, f"expected numbers 'class cx cy w h', got {line.strip()!r}")
+            report_problem(on_error, txt, item, f"expected numbers 'class cx cy w h', got {line.strip()!r}")
             continue
         if len(vals) != 5 and not (len(vals) >= 7 and len(vals) % 2 == 1):
-            _report(on_error, txt, item, f"expected 5 numbers 'class cx cy w h' (or a segment "
-                    f"'class x1 y1 x2 y2 x3 y3 ...'), got {len(vals)}: {line.strip()!r}")
+            report_problem(on_error, txt, item, f"expected 5 numbers 'class cx cy w h' (or a segment "
+                           f"'class x1 y1 x2 y2 x3 y3 ...'), got {len(vals)}: {line.strip()!r}")
             continue
         cls = vals[0]
         if cls != int(cls) or not 0 <= cls < n_classes:
-            _report(on_error, txt, item, f"unknown class {parts[0]}; the data YAML names "
-                    f"classes 0..{n_classes - 1}")
+            report_problem(on_error, txt, item, f"unknown class {parts[0]}; the data YAML names "
+                           f"classes 0..{n_classes - 1}")
             continue
         coords = np.array(vals[1:], np.float64)
         if np.any(coords < 0) or np.any(coords > 1):
-            _report(on_error, txt, item, f"coordinates must be normalized to [0, 1], got "
-                    f"{' '.join(parts[1:])}")
+            report_problem(on_error, txt, item, f"coordinates must be normalized to [0, 1], got "
+                           f"{' '.join(parts[1:])}")
             continue
         if len(vals) == 5:
             cx, cy, w, h = coords
             if w <= 0 or h <= 0:
-                _report(on_error, txt, item, f"box has non-positive size w={w:g}, h={h:g}")
+                report_problem(on_error, txt, item, f"box has non-positive size w={w:g}, h={h:g}")
                 continue
             x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
             if x1 < -1e-6 or y1 < -1e-6 or x2 > 1 + 1e-6 or y2 > 1 + 1e-6:
-                _report(on_error, txt, item, f"box cx={cx:g} cy={cy:g} w={w:g} h={h:g} extends "
-                        f"outside the image (normalized [0, 1])")
+                report_problem(on_error, txt, item, f"box cx={cx:g} cy={cy:g} w={w:g} h={h:g} extends "
+                               f"outside the image (normalized [0, 1])")
                 continue
         else:
             xs, ys = coords[0::2], coords[1::2]
             x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
             if x2 <= x1 or y2 <= y1:
-                _report(on_error, txt, item, "segment has zero width or height")
+                report_problem(on_error, txt, item, "segment has zero width or height")
                 continue
         boxes.append((x1 * width, y1 * height, x2 * width, y2 * height))
         labels.append(int(cls))

@@ -167,22 +167,6 @@ def stand_in_detections(labels_path, out_path, *, seed: int = 0, jitter_m: float
     return write_features(out_path, geoms, props, objs.crs)
 
 
-def evaluate_pair(pair_dir, *, before=None, after=None, out_dir=None, scenes: bool = True, **kw) -> dict:
-    """Run ``changes`` on a ``revet synth --pairs`` folder and score it against its truth.
-
-    ``before`` / ``after``: detection files of the two dates (default: the pair's labels), e.g.
-    ``revet predict MODEL pair/before.tif --out before.geojson``. ``scenes``: check coverage
-    with the pair's images. Returns the changes summary with ``metrics``.
-    """
-    from detector.changes import run_changes
-
-    d = Path(pair_dir)
-    out = Path(out_dir or d) / "changes.geojson"
-    return run_changes(before or d / "labels_before.geojson", after or d / "labels_after.geojson", out,
-                       scene_before=d / "before.tif" if scenes else None,
-                       scene_after=d / "after.tif" if scenes else None, truth=d / "changes_truth.geojson", **kw)
-
-
 def format_change_metrics(m: dict) -> str:
     lines = [f"{'status':<12} {'pred':>5} {'truth':>5} {'match':>5} {'prec':>6} {'recall':>6}"]
     for s in CHANGE_STATUSES:

@@ -13,26 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.display import display_rgb
 from detector.objects import to_local
 
 STATUS_COLOURS = {"persisted": (170, 170, 170), "appeared": (40, 220, 60), "disappeared": (255, 50, 50),
                   "changed": (255, 150, 0), "uncertain": (60, 140, 255)}
 CHIP_PX = 360
-
-
-def _stretch(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """2-98 % per-band linear stretch of ``img`` ``(H, W, C)`` to uint8 RGB."""
-    img = img.astype(np.float32)
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, 2)
-    img = img[..., :3]
-    out = np.zeros(img.shape, np.uint8)
-    for c in range(3):
-        v = img[..., c][valid] if valid.any() else img[..., c].ravel()
-        lo, hi = (np.percentile(v, [2, 98]) if v.size else (0, 1))
-        out[..., c] = np.clip((img[..., c] - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-    out[~valid] = 0
-    return out
 
 
 def _chip(scene, frame, bounds, boxes, statuses, path: Path, title: str) -> bool:
@@ -53,7 +39,7 @@ def _chip(scene, frame, bounds, boxes, statuses, path: Path, title: str) -> bool
         valid = ds.dataset_mask(window=win, out_shape=(h, w), boundless=True) > 0
         wt = rasterio.windows.transform(win, ds.transform) @ rasterio.Affine.scale(win.width / w, win.height / h)
         crs = ds.crs
-    im = Image.fromarray(_stretch(np.moveaxis(data, 0, 2), valid))
+    im = Image.fromarray(display_rgb(np.moveaxis(data, 0, 2), valid))
     d = ImageDraw.Draw(im)
     for b, s in zip(boxes, statuses):
         bx, by = to_local([b[0], b[2]], [b[1], b[3]], frame, crs)
@@ -71,13 +57,12 @@ def _row(cells) -> str:
 
 def write_change_report(ch, out_dir, *, scene_before=None, scene_after=None, max_sites: int = 50) -> Path:
     """Write ``out_dir/index.html`` (+ ``chips/*.png``) for a :class:`detector.changes.Changes`."""
-    from detector.changes import record_classes, site_summaries
     from detector.outputs import atomic_write_text
 
     out = Path(out_dir)
     (out / "chips").mkdir(parents=True, exist_ok=True)
-    cb, ca = record_classes(ch)
-    summaries = [s for s in site_summaries(ch) if s["changed"]][:max_sites]
+    cb, ca = ch.record_classes()  # methods, not this module importing detector.changes (which imports it)
+    summaries = [s for s in ch.site_summaries() if s["changed"]][:max_sites]
     sites = {s.site_id: s for s in ch.sites}
     sh = ch.shift
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Revet changes</title><style>",

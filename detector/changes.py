@@ -251,6 +251,14 @@ class Changes:
     def counts(self) -> dict:
         return {s: int((self.status == s).sum()) for s in STATUSES}
 
+    def record_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`record_classes` of these changes (for readers that do not import this module)."""
+        return record_classes(self)
+
+    def site_summaries(self) -> list[dict]:
+        """:func:`site_summaries` of these changes."""
+        return site_summaries(self)
+
 
 def _plural(n: int, name: str) -> str:
     return f"{n} {name}" + ("" if n == 1 or name.endswith("s") else "s")
@@ -430,3 +438,17 @@ def run_changes(before, after, out, *, scene_before=None, scene_after=None, repo
     atomic_write_text(p.with_name(p.name.rsplit(".", 1)[0] + ".summary.json"),
                       json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def evaluate_pair(pair_dir, *, before=None, after=None, out_dir=None, scenes: bool = True, **kw) -> dict:
+    """Run ``changes`` on a ``revet synth --pairs`` folder and score it against its truth.
+
+    ``before`` / ``after``: detection files of the two dates (default: the pair's labels), e.g.
+    ``revet predict MODEL pair/before.tif --out before.geojson``. ``scenes``: check coverage
+    with the pair's images. Returns the changes summary with ``metrics``.
+    """
+    d = Path(pair_dir)
+    out = Path(out_dir or d) / "changes.geojson"
+    return run_changes(before or d / "labels_before.geojson", after or d / "labels_after.geojson", out,
+                       scene_before=d / "before.tif" if scenes else None,
+                       scene_after=d / "after.tif" if scenes else None, truth=d / "changes_truth.geojson", **kw)

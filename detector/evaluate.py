@@ -1,179 +1,27 @@
-"""Evaluation of a model (``.onnx`` or ``.ckpt``): tile level on a COCO dataset, scene level on a
-raster with vector labels (:mod:`detector.scene_eval`), one model or two side by side.
+"""Evaluation of a model (``.onnx`` or ``.ckpt``), what ``revet evaluate`` does: tile level on a
+COCO dataset (:mod:`detector.tile_eval`), scene level on a raster with vector labels
+(:mod:`detector.scene_eval`), one model or two side by side; and the terminal text.
 
-Every image goes through the same :class:`detector.runner.Detector` path as prediction, so
-the numbers describe what ``revet predict`` delivers. Dataset categories are matched to the
-model's classes by name. Detections are kept down to ``EVAL_MIN_SCORE`` so the PR curves and
-AP are complete; precision, recall and the confusion matrix are read at the operating
-threshold (the model spec's ``score_threshold`` unless one is given). See
+Both levels score through the same :class:`detector.runner.Detector` as prediction (valid-pixel
+masks, resampling to the model's pixel size). Dataset categories are matched to the model's
+classes by name. Detections are kept down to ``EVAL_MIN_SCORE`` so the PR curves and AP are
+complete; precision, recall and the confusion matrix are read at the operating threshold (the
+model spec's ``score_threshold`` unless one is given). See
 :func:`detector.metrics.evaluate_full` for every number and ``docs/evaluate.md`` for the rules.
 
     m = evaluate_model("model.onnx", "test.json", report="report/")   # tile level
     r = run_evaluation(["a.onnx", "b.onnx"], data="test.json")       # two models compared
+
+The shared run model (:class:`EvalRun`, :func:`write_json`, ...) lives in :mod:`detector.eval_run`
+and the evaluators in their modules; they are importable from here too.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
-
-from detector import raster
-from detector.datasets.coco import read_coco
-from detector.metrics import ImageEval, evaluate_full, format_value
-from detector.outputs import atomic_write_text
-from detector.runner import Detector
-from detector.spec import ModelSpec
-
-EVAL_MIN_SCORE = 0.001  # COCO practice: keep low-score detections so the PR curve is complete
-
-
-@dataclass
-class Source:
-    """Where an evaluated image's pixels come from, for crops and map coordinates.
-
-    ``transform`` maps pixel (col, row) to map coordinates in ``crs`` (None for plain images).
-    """
-
-    path: Path
-    crs: object = None
-    transform: object = None
-
-
-@dataclass
-class EvalRun:
-    """One evaluation: the metrics and the per-image data behind them (what the report draws).
-
-    ``images[i]`` holds ground truth and every detection (score >= ``EVAL_MIN_SCORE``) of
-    ``sources[i]`` in that image's pixels. ``mode`` is ``"tiles"`` or ``"scene"``;
-    ``max_dets`` the per-image, per-class cap on evaluated detections (None: no cap).
-    """
-
-    metrics: dict
-    images: list[ImageEval]
-    sources: list[Source]
-    spec: ModelSpec
-    mode: str = "tiles"
-    max_dets: int | None = 100
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.spec.classes)
-
-    @property
-    def threshold(self) -> float:
-        return float(self.metrics["threshold"])
-
-
-def load_detector(model: str | os.PathLike | Detector, device: str = "auto") -> Detector:
-    return model if isinstance(model, Detector) else Detector.load(model, device=device)
-
-
-def operating_threshold(spec: ModelSpec, threshold: float | None, min_score: float = EVAL_MIN_SCORE) -> float:
-    """The spec's score threshold, or ``threshold`` (checked to lie in [min_score, 1])."""
-    t = spec.score_threshold if threshold is None else float(threshold)
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"threshold: expected a score between 0 and 1, got {t}")
-    if t < min_score:
-        raise ValueError(f"threshold {t} is below min_score {min_score}: detections under min_score "
-                         f"are not kept; lower min_score or raise the threshold")
-    return t
-
-
-def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike, *,
-                   threshold: float | None = None, device: str = "auto", batch_size: int = 8,
-                   min_score: float = EVAL_MIN_SCORE) -> EvalRun:
-    """Score every image of the COCO file ``data`` and compute the metrics (max 100
-    detections per image and class, as COCO; detections below ``min_score`` dropped).
-    Images whose pixel size differs from the model's ``spec.gsd`` are resampled to it first
-    (:func:`detector.raster.read_image_at`); boxes are compared in the image's own pixels."""
-    det = load_detector(model, device)
-    thr = operating_threshold(det.spec, threshold, min_score)
-    labels = read_coco(data).remap(det.spec.classes)
-    evals: list[ImageEval | None] = [None] * len(labels.images)
-    sources: list[Source] = []
-    t = det.spec.tile_size
-    pending: list[tuple[int, np.ndarray, np.ndarray, float]] = []
-
-    def flush() -> None:
-        if pending:
-            res = det.predict_tiles([p[1] for p in pending], valid=[p[2] for p in pending],
-                                    min_score=min_score, batch_size=batch_size)
-            for (i, _, _, f), r in zip(pending, res):
-                rec = labels.images[i]
-                evals[i] = ImageEval(rec.boxes, rec.labels, (r.boxes * np.float32(f)).astype(np.float32),
-                                     r.scores, r.labels)
-            pending.clear()
-
-    for i, rec in enumerate(labels.images):
-        # read at the model's pixel size, as scenes are; boxes mapped back to the image's pixels
-        image, valid, info, f = raster.read_image_at(rec.path, det.spec.bands, det.spec.gsd)
-        raster.check_dtype(rec.path, info.dtype, det.spec.dtype)
-        sources.append(Source(Path(rec.path), info.crs, info.transform if info.crs is not None else None))
-        pending.append((i, image, valid, f))
-        # Tile-sized images are batched; others are scored alone as small scenes.
-        if image.shape[:2] != (t, t) or len(pending) == batch_size:
-            flush()
-    flush()
-    metrics = evaluate_full(evals, det.spec.classes, threshold=thr)
-    metrics["mode"] = "tiles"
-    metrics["min_score"] = float(min_score)
-    metrics["model"] = _name(model)
-    metrics["data"] = str(data)
-    return EvalRun(metrics, evals, sources, det.spec, "tiles", 100)
-
-
-def evaluate_model(model: str | os.PathLike | Detector, data: str | os.PathLike, *,
-                   out: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 8,
-                   threshold: float | None = None, report: str | os.PathLike | None = None,
-                   min_score: float = EVAL_MIN_SCORE) -> dict:
-    """Tile-level metrics of ``model`` on the COCO file ``data``.
-
-    Returns the metrics dict of :func:`detector.metrics.evaluate_full` with ``mode``, ``model``
-    and ``data`` added; written to ``out`` as JSON and an HTML report to ``report`` when given.
-    """
-    run = evaluate_tiles(model, data, threshold=threshold, device=device, batch_size=batch_size,
-                         min_score=min_score)
-    return _finish(run, out, report)
-
-
-def _finish(run: EvalRun, out, report) -> dict:
-    if report is not None:
-        from detector.report import write_report
-
-        run.metrics["report"] = str(write_report(run, report))
-    if out is not None:
-        write_json(out, run.metrics)
-    return run.metrics
-
-
-def _name(model) -> str:
-    return "<in-memory>" if isinstance(model, Detector) else str(model)
-
-
-def write_json(path: str | os.PathLike, obj) -> Path:
-    """JSON with NaN written as null (strict JSON; NaN means 'undefined', e.g. AP of a class
-    without ground truth)."""
-    atomic_write_text(Path(path), json.dumps(_jsonable(obj), indent=2))
-    return Path(path)
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return None if not math.isfinite(float(o)) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    return o
+from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector,  # noqa: F401
+                               operating_threshold, write_json)
+from detector.metrics import format_value
+from detector.scene_eval import evaluate_scene, evaluate_scene_run  # noqa: F401
+from detector.tile_eval import evaluate_model, evaluate_tiles  # noqa: F401
 
 
 # -- comparing two runs ----------------------------------------------------------------------
@@ -236,14 +84,12 @@ def run_evaluation(models: list, *, data=None, scene=None, labels=None, class_fi
         if data is not None:
             return evaluate_tiles(model, data, threshold=threshold, device=device, batch_size=batch_size,
                                   min_score=min_score)
-        from detector.scene_eval import evaluate_scene_run
-
         return evaluate_scene_run(model, scene, labels, class_field=class_field, layer=layer,
                                   threshold=threshold, device=device, batch_size=batch_size,
                                   min_score=min_score)
 
     if len(models) == 1:
-        return _finish(one(models[0]), out, report)
+        return finish_run(one(models[0]), out, report)
     runs = [one(m) for m in models]
     result = {"models": [r.metrics for r in runs], "comparison": compare_metrics(runs[0].metrics, runs[1].metrics)}
     if report is not None:

@@ -27,6 +27,8 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
+from detector.labels.vector import wkb_vertices
+
 WGS84 = CRS.from_epsg(4326)
 
 
@@ -163,56 +165,6 @@ def _read_geojson(path: Path) -> _Raw:
                 cols, fids, crs, str(path))
 
 
-def _wkb_points(buf: bytes) -> list:
-    """All vertices ``[(x, y), ...]`` of a WKB / ISO WKB / EWKB geometry (2D, Z, M or ZM)."""
-    out: list = []
-
-    def geom(off: int) -> int:
-        bo = "<" if buf[off] == 1 else ">"
-        (t,) = struct.unpack_from(bo + "I", buf, off + 1)
-        off += 5
-        dims = 2
-        if t & 0x80000000:  # EWKB Z
-            dims += 1
-        if t & 0x40000000:  # EWKB M
-            dims += 1
-        if t & 0x20000000:  # EWKB SRID
-            off += 4
-        t &= 0x0FFFFFFF
-        if t >= 1000:
-            dims = {1: 3, 2: 3, 3: 4}[t // 1000]
-            t %= 1000
-        stride = 8 * dims
-
-        def points(off, n):
-            for k in range(n):
-                out.append(struct.unpack_from(bo + "dd", buf, off + k * stride))
-            return off + n * stride
-
-        if t == 1:
-            return points(off, 1)
-        if t == 2:
-            (n,) = struct.unpack_from(bo + "I", buf, off)
-            return points(off + 4, n)
-        if t == 3:
-            (nr,) = struct.unpack_from(bo + "I", buf, off)
-            off += 4
-            for _ in range(nr):
-                (n,) = struct.unpack_from(bo + "I", buf, off)
-                off = points(off + 4, n)
-            return off
-        if t in (4, 5, 6, 7):
-            (ng,) = struct.unpack_from(bo + "I", buf, off)
-            off += 4
-            for _ in range(ng):
-                off = geom(off)
-            return off
-        raise ValueError(f"unsupported WKB geometry type {t}")
-
-    geom(0)
-    return out
-
-
 def _read_ogr(path: Path, layer: str | None) -> _Raw:
     import pyogrio.raw
 
@@ -228,7 +180,7 @@ def _read_ogr(path: Path, layer: str | None) -> _Raw:
     for i, g in enumerate(geoms):
         if g is None:
             raise ValueError(f"{path}: feature {i} has no geometry; expected Point or Polygon")
-        pts = _wkb_points(bytes(g))
+        pts = wkb_vertices(g)[1]
         start.append(len(xs))
         xs += [p[0] for p in pts]
         ys += [p[1] for p in pts]

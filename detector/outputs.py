@@ -49,7 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same suffix as the target (GDAL picks drivers by it); a leading ".tmp." marks leftovers.
-    tmp = path.with_name(f".tmp.{os.getpid()}.{path.name}")
+    tmp = path.with_name(temp_name(path.name))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -76,7 +76,7 @@ def check_writable(out: str | os.PathLike, *, folder: bool) -> None:
         raise ValueError(f"{out}: is a folder")
     try:
         where.mkdir(parents=True, exist_ok=True)
-        probe = where / f".tmp.{os.getpid()}.write-test"
+        probe = where / temp_name("write-test")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -86,18 +86,34 @@ def check_writable(out: str | os.PathLike, *, folder: bool) -> None:
 LOCK_FILE = ".revet.lock"
 
 
+def _host_tag() -> str:
+    """This machine's name as it appears in temporary file names: letters, digits, ``-``, ``_``."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
+
+
+def temp_name(name: str) -> str:
+    """Hidden temporary name for ``name`` owned by this process: ``.tmp.<pid>@<host>.<name>``.
+    The host is part of the owner: on a folder shared by several machines (job arrays, Ray
+    drivers on NFS) a process id alone says nothing about another machine's processes."""
+    return f".tmp.{os.getpid()}@{_host_tag()}.{name}"
+
+
 @contextmanager
-def folder_lock(folder: str | os.PathLike):
-    """Hold ``folder/.revet.lock`` (an advisory ``flock``) while a job writes into ``folder``.
-    A second job into the same folder logs that it waits and starts when the first is done, so
-    neither resets the other's journal nor writes over its files. No-op where ``fcntl`` is
-    missing (Windows)."""
+def folder_lock(folder: str | os.PathLike, name: str = LOCK_FILE):
+    """Hold ``folder/<name>`` (an advisory ``flock``; default ``.revet.lock``) while a job writes
+    into ``folder``. A second job into the same folder logs that it waits and starts when the
+    first is done, so neither resets the other's journal nor writes over its files (shards of one
+    job, ``--shard K/N``, each hold their own lock and write only their own files). No-op where
+    ``fcntl`` is missing (Windows)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    path = Path(folder) / LOCK_FILE
+    path = Path(folder) / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -113,14 +129,31 @@ def folder_lock(folder: str | os.PathLike):
         os.close(fd)  # releases the lock
 
 
+def temp_owner(name: str) -> tuple[int, str | None] | None:
+    """``(pid, host)`` of a temporary file name (:func:`temp_name`; host None for the older
+    ``.tmp.<pid>.<name>`` form, written on this machine); None for any other name."""
+    parts = name.split(".", 3)
+    if len(parts) < 4 or parts[0] or parts[1] != "tmp":
+        return None
+    pid, _, host = parts[2].partition("@")
+    if not pid.isdigit():
+        return None
+    return int(pid), host or None
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (``.tmp.<pid>.<name>``, :func:`atomic_write`) in ``folder``
-    left by processes that are no longer running; another live job's in-flight files stay.
-    Returns what was removed."""
+    """Delete the temporary files (:func:`temp_name`) in ``folder`` that are provably stale: made
+    on this machine by a process that is no longer running (a killed job). Files of live
+    processes (another shard, a second job waiting for the lock) and of other machines (whose
+    processes cannot be checked from here) are left alone. Returns what was removed."""
     removed = []
+    here = _host_tag()
     for tmp in Path(folder).glob(".tmp.*"):
-        pid = tmp.name.split(".")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        owner = temp_owner(tmp.name)
+        if owner is None:
+            continue
+        pid, host = owner
+        if (host is None or host == here) and not _alive(pid):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Sequence
 
 from detector.hashing import sha256_file
-from detector.outputs import (FORMATS, atomic_write_text, check_writable, folder_lock, format_for_path,
+from detector.outputs import (FORMATS, LOCK_FILE, atomic_write_text, check_writable, folder_lock, format_for_path,
                               parse_formats, remove_stale_temps, write_detections)
+from detector.raster import is_gdal_path, path_name
 from detector.runner import Detections, Detector
 from detector.styles import detection_qml, style_output
 
@@ -57,11 +58,17 @@ _RESERVED = {"journal", "job", "summary", "coco_results", "all_detections"}
 
 @dataclass
 class Scene:
-    """One input of a job: ``name`` is its output stem, unique in the job."""
+    """One input of a job: ``name`` is its output stem, unique in the job; ``path`` a ``Path``,
+    or a ``str`` for GDAL paths (``/vsis3/...``, ``/vsicurl/https://...``, ``raster.is_gdal_path``)."""
 
-    path: Path
+    path: Path | str
     image_id: int | None = None
     name: str = ""
+
+
+def scene_key(path: Path | str) -> str:
+    """The journal's key of a scene: its absolute path, or a GDAL path as given."""
+    return os.fspath(path) if is_gdal_path(path) else os.path.abspath(path)
 
 
 # ------------------------------------------------------------------ inputs
@@ -70,6 +77,9 @@ def _is_glob(s: str) -> bool:
 
 
 def _expand_one(item: str, base: Path | None, scenes: list[Scene], cats: dict[str, int]) -> None:
+    if is_gdal_path(item):  # /vsis3/..., /vsicurl/https://...: GDAL's to open, not globbed or listed
+        scenes.append(Scene(item))
+        return
     p = Path(item)
     if base is not None and not p.is_absolute():
         p = base / p
@@ -96,7 +106,7 @@ def _expand_one(item: str, base: Path | None, scenes: list[Scene], cats: dict[st
 
 
 def _expand_coco(path: Path, scenes: list[Scene], cats: dict[str, int]) -> None:
-    from detector.datasets.coco import read_coco
+    from detector.labels.coco import read_coco
 
     labels = read_coco(path)
     ids = labels.category_ids or list(range(1, len(labels.classes) + 1))
@@ -121,7 +131,7 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
                          "(empty folders or patterns that match nothing)")
     scenes, seen = [], {}
     for s in raw:
-        key = os.path.abspath(s.path)
+        key = scene_key(s.path)
         if key in seen:
             first = seen[key]
             if s.image_id is not None and first.image_id is not None and s.image_id != first.image_id:
@@ -144,7 +154,7 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
             s.image_id, used[nxt] = nxt, s.path
     names: set[str] = set()
     for s in scenes:
-        stem = s.path.name.split(".")[0] or "scene"
+        stem = path_name(s.path).split(".")[0] or "scene"
         name, k = stem, 1
         while name.lower() in names or name.lower() in _RESERVED:
             k += 1
@@ -152,11 +162,6 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
         names.add(name.lower())
         s.name = name
     return scenes, cats
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders, globs, manifests and COCO datasets -> image paths, in order."""
-    return [s.path for s in collect_scenes(inputs)[0]]
 
 
 def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: int = 8, threads=None) -> None:
@@ -194,8 +199,11 @@ def category_ids_for(classes: Sequence[str], cats: dict[str, int]) -> list[int]:
 
 # ------------------------------------------------------------------ progress
 class Progress:
-    """One progress line on stderr: done/total, rate, ETA. Rewritten in place on a terminal,
-    else printed at most every ``every`` seconds (and at the end)."""
+    """One progress line on stderr: scenes done/total, scenes/min, megapixels done and MP/s,
+    elapsed, ETA, and seconds spent per stage (read, infer, merge, write; summed over workers,
+    so they can exceed the elapsed time). Rewritten in place on a terminal, else printed at most
+    every ``every`` seconds (and at the end). The ETA is from megapixels when the job's total is
+    known (``total_megapixels``, set once every scene's size is known), else from scenes."""
 
     def __init__(self, total: int, *, skipped: int = 0, stream=None, every: float = 10.0,
                  enabled: bool = True) -> None:
@@ -204,9 +212,13 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self.last = -1e9
+        self.total_megapixels: float | None = None  # of the scenes this run scores
 
-    def update(self, done: int, name: str = "") -> None:
-        """``done``: scenes finished (scored or failed) in this run, not counting skipped ones."""
+    def update(self, done: int, name: str = "", *, megapixels: float | None = None,
+               stages: dict | None = None) -> None:
+        """``done``: scenes finished (scored or failed) in this run, not counting skipped ones;
+        ``megapixels``: raster megapixels of the scenes scored so far in this run; ``stages``:
+        seconds per stage so far."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -218,8 +230,15 @@ class Progress:
         rate = done / el if el > 0 else 0.0
         left = self.total - self.skipped - done
         eta = _hms(left / rate) if rate > 0 else "?"
+        mp = ""
+        if megapixels is not None:
+            mps = megapixels / el if el > 0 else 0.0
+            mp = f" {megapixels:.1f} MP {mps:.2f} MP/s"
+            if self.total_megapixels is not None and mps > 0:
+                eta = _hms(max(self.total_megapixels - megapixels, 0.0) / mps) if left else _hms(0)
+        st = "".join(f" {k} {v:.1f}s" for k, v in (stages or {}).items())
         line = (f"[{self.skipped + done}/{self.total}] {100 * (self.skipped + done) / max(self.total, 1):.0f}% "
-                f"{rate * 60:.1f} scenes/min elapsed {_hms(el)} ETA {eta} {name}")
+                f"{rate * 60:.1f} scenes/min{mp} elapsed {_hms(el)} ETA {eta}{st} {name}")
         if self.tty:
             self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
         else:
@@ -272,22 +291,111 @@ def _is_done(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path
     return all(have.get(k) == v and (out / v).is_file() for k, v in wanted.items())
 
 
+# ------------------------------------------------------------------ engines and shards
+ENGINES = ("single", "ray")
+
+
+def check_engine_options(engine: str, *, address=None, actors=None, gpus_per_actor=None) -> None:
+    """Refuse an unknown engine and Ray-only options without ``--engine ray`` (ValueError naming
+    the option and what was expected)."""
+    import math
+
+    if engine not in ENGINES:
+        raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "ray":
+        given = [flag for flag, v in (("--address", address), ("--actors", actors),
+                                      ("--gpus-per-actor", gpus_per_actor)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only with --engine ray (the engine is {engine!r})")
+    if actors is not None and (not isinstance(actors, int) or actors < 1):
+        raise ValueError(f"--actors: expected a whole number of at least 1, got {actors}")
+    if gpus_per_actor is not None and not (isinstance(gpus_per_actor, (int, float)) and math.isfinite(gpus_per_actor)
+                                           and gpus_per_actor >= 0):
+        raise ValueError(f"--gpus-per-actor: expected a number >= 0 (fractions share a GPU), got {gpus_per_actor}")
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"K/N"`` or ``(K, N)`` -> ``(K, N)`` with 1 <= K <= N; None stays None."""
+    if shard is None:
+        return None
+    try:
+        k, n = (int(v) for v in (shard.split("/") if isinstance(shard, str) else shard))
+    except (ValueError, TypeError):
+        raise ValueError(f"--shard: expected K/N (this job's number K of N shards, 1 <= K <= N), "
+                         f"got {shard!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard: expected K/N with 1 <= K <= N, got {k}/{n}")
+    return k, n
+
+
+def shard_scenes(scenes: Sequence[Scene], k: int, n: int) -> list[Scene]:
+    """Shard ``k`` of ``n``'s share: scene ``i`` (0-based, in input order after expansion) goes to
+    shard ``i mod n + 1``. Every shard must be given the same inputs: names and image ids are
+    those of the whole job, so the shards' files together are the single run's."""
+    return [s for i, s in enumerate(scenes) if i % n == k - 1]
+
+
+def state_files(shard: tuple[int, int] | None) -> dict[str, str]:
+    """Names of a job's own state files in its folder: ``journal``, ``job``, ``summary`` and
+    ``lock``; a shard's carry ``.K-of-N`` (``journal.2-of-8.jsonl``) so shards never share one."""
+    if shard is None:
+        return {"journal": JOURNAL, "job": JOB, "summary": SUMMARY, "lock": LOCK_FILE}
+    tag = f"{shard[0]}-of-{shard[1]}"
+    return {"journal": f"journal.{tag}.jsonl", "job": f"job.{tag}.json", "summary": f"summary.{tag}.json",
+            "lock": f".revet.{tag}.lock"}
+
+
+def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int):
+    """The single-process engine: scenes one after another, each read by one background thread
+    while one ONNX Runtime session scores it (:meth:`Detector.predict_scene`). Yields
+    ``(scene, detections, None, seconds)`` or ``(scene, None, error, seconds)``, in input order."""
+    for s in scenes:
+        ts = time.monotonic()
+        try:
+            r = det.predict_scene(s.path, min_score=min_score, overlap=overlap, batch_size=batch_size)
+        except Exception as e:  # one bad scene must not end a job of thousands
+            yield s, None, e, time.monotonic() - ts
+        else:
+            yield s, r, None, time.monotonic() - ts
+
+
+def _error_type(e: BaseException) -> str:
+    return getattr(e, "kind", None) or type(e).__name__  # a Ray worker's error keeps its type name
+
+
 # ------------------------------------------------------------------ the job
 def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os.PathLike],
                   out: str | os.PathLike, *, min_score: float | None = None, device: str = "auto",
                   batch_size: int = 8, overlap: int | None = None,
                   formats: str | Sequence[str] | None = None, resume: bool = False,
-                  threads: int | None = None, quicklook: bool = False, progress: bool = False) -> dict:
+                  threads: int | None = None, quicklook: bool = False, progress: bool = False,
+                  engine: str = "single", shard: str | tuple[int, int] | None = None,
+                  address: str | None = None, actors: int | None = None,
+                  gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None) -> dict:
     """Score every input and write detections to ``out`` (a file or a folder; see the module
     docstring). Returns the job summary (also written to ``OUT/summary.json`` in folder mode).
 
+    ``engine``: ``"single"`` (this process) or ``"ray"`` (:mod:`detector.engine_ray`: windows
+    read by Ray tasks and scored by ``actors`` Detector actors of ``gpus_per_actor`` GPUs and
+    ``threads`` threads each, on a new local Ray instance or the cluster at ``address``); both
+    give the same detections and write the same files. ``shard``: ``"K/N"``, score only this
+    shard's share of the inputs (:func:`shard_scenes`), with its own journal, job, summary and
+    lock (:func:`state_files`); the last shard to finish writes the job-wide files.
+    ``device``: ``auto``, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]`` (a GPU asked for by name is
+    used or the job fails); ``trt_cache``: folder for TensorRT engines.
+
     Raises ValueError for job-level problems (unknown format, a format that contradicts the
     file name of ``out``, ``resume`` with a single-file ``out``, a resume whose model or settings
-    differ from the journal's). Per-scene problems never raise: they are logged and listed.
+    differ from the journal's), RuntimeError when the device asked for cannot be used.
+    Per-scene problems never raise: they are logged and listed.
     """
+    from detector.backends import parse_device
+
     out = Path(out)
     single_fmt = format_for_path(out)
     single = single_fmt is not None and not out.is_dir()
+    sh = parse_shard(shard)
+    check_engine_options(engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     if single:
         if formats is not None and parse_formats(formats) != [single_fmt]:
             raise ValueError(f"{out}: a {single_fmt!r} file name, but formats {parse_formats(formats)} were asked "
@@ -295,33 +403,53 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         if resume:
             raise ValueError(f"{out}: --resume needs a folder as --out (one output per scene and a "
                              "journal); a single output file is written only when the job ends")
+        if sh:
+            raise ValueError(f"{out}: --shard needs a folder as --out (each shard writes its own per-scene "
+                             "files and journal there)")
         fmts = [single_fmt]
     else:
         fmts = parse_formats(formats)
 
     t0 = time.monotonic()
     check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads)
+    parse_device(device)  # an unknown --device fails before the model is loaded
     check_writable(out, folder=not single)  # before any scene is scored, not at the final write
-    det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads)
+    options = {"trt_cache": trt_cache} if trt_cache is not None else {}
+    if engine == "ray":
+        from detector import engine_ray  # Ray is imported only when asked for
+
+        det, model_file = engine_ray.driver_detector(model)
+    else:
+        det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads, **options)
+        model_file = None
     # the file scored (a shipped model's name resolves to its file), for the journal's model hash
     model_name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))
+    providers = getattr(det.backend, "providers", None) if engine == "single" else None
+    if providers:
+        log.info("%s: ONNX Runtime providers in use: %s", model_name, ", ".join(providers))
     check_job_options(det.spec, overlap=overlap)
     qml = detection_qml(det.spec.classes)  # QGIS style: a .qml sidecar, and inside GeoPackages
-    scenes, cats = collect_scenes(inputs)
+    job_scenes, cats = collect_scenes(inputs)
+    scenes = shard_scenes(job_scenes, *sh) if sh else job_scenes
     cat_ids = category_ids_for(det.spec.classes, cats)
     thr = det.spec.score_threshold if min_score is None else float(min_score)
     ov = det.spec.overlap if overlap is None else int(overlap)
+    names = state_files(sh)
 
     lock = contextlib.ExitStack()
     with lock:
+        ray_session = lock.enter_context(engine_ray.session(address)) if engine == "ray" else None
         journal: dict[str, dict] = {}
+        job: dict = {}
         if not single:
             out.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(folder_lock(out))  # a second job into this folder waits for this one
-            remove_stale_temps(out)  # only files of processes that are gone (a killed run)
+            lock.enter_context(folder_lock(out, names["lock"]))  # a second job into this folder waits for this one
+            remove_stale_temps(out)  # only files of this machine's processes that are gone (a killed run)
             job = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
                    if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov}
-            job_path = out / JOB
+            if sh:
+                job["shard"] = f"{sh[0]}/{sh[1]}"
+            job_path = out / names["job"]
             if resume and job_path.exists():
                 old = json.loads(job_path.read_text())
                 diff = [k for k in ("model_sha256", "min_score", "overlap") if old.get(k) != job[k]]
@@ -329,17 +457,18 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                     raise ValueError(f"{out}: cannot resume: {', '.join(diff)} differ from the earlier job "
                                      f"({ {k: old.get(k) for k in diff} } vs { {k: job[k] for k in diff} }); "
                                      "use a new --out folder or run without --resume")
-                journal = read_journal(out / JOURNAL)
+                journal = read_journal(out / names["journal"])
             else:
                 atomic_write_text(job_path, json.dumps(job, indent=2))
-                atomic_write_text(out / JOURNAL, "")
+                atomic_write_text(out / names["journal"], "")
 
+        order = {scene_key(s.path): i for i, s in enumerate(scenes)}
         results: list[tuple[Scene, Detections]] = []
         records: list[dict] = []
         failed: list[dict] = []
         todo: list[Scene] = []
         for s in scenes:
-            entry = journal.get(os.path.abspath(s.path))
+            entry = journal.get(scene_key(s.path))
             if not single and _is_done(entry, s, _scene_outputs(s, fmts, quicklook), out):
                 records.append({**entry, "resumed": True})
             else:
@@ -348,65 +477,134 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
         prog = Progress(len(scenes), skipped=len(records), enabled=progress)
         tiles = pixels = 0
+        stages = {"read": 0.0, "infer": 0.0, "merge": 0.0, "write": 0.0}  # seconds, summed over workers
+        engine_stats: dict = {}
         t_score = time.monotonic()
+        if engine == "ray":
+            scored = engine_ray.score_scenes(
+                det, model_file, todo, min_score=thr, overlap=ov, batch_size=batch_size, device=device,
+                threads=threads, actors=actors, gpus_per_actor=gpus_per_actor, trt_cache=trt_cache,
+                stats=engine_stats, progress=prog, session_info=ray_session)
+        else:
+            scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size)
         try:
-            for k, s in enumerate(todo, 1):
-                ts = time.monotonic()
-                try:
-                    r = det.predict_scene(s.path, min_score=thr, overlap=ov, batch_size=batch_size)
-                    if single:
-                        results.append((s, r))
-                        if quicklook:
-                            _quicklook(r, out.parent / (s.name + QUICKLOOK_SUFFIX), det)
-                    else:
-                        wanted = _scene_outputs(s, fmts, quicklook)
-                        for f in fmts:
-                            write_detections([r], out / wanted[f], f, image_ids=[s.image_id], category_ids=cat_ids)
-                            if f in STYLED:
-                                style_output(out / wanted[f], qml)
-                        if quicklook:
-                            _quicklook(r, out / wanted["quicklook"], det)
-                except Exception as e:  # one bad scene must not end a job of thousands
-                    log.error("skipping %s: %s", s.path, e)
-                    failed.append({"path": str(s.path), "error": f"{type(e).__name__}: {e}"})
-                    prog.update(k, s.path.name)
-                    continue
-                rec = {"key": os.path.abspath(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
-                       "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
-                       "height": r.height, "seconds": round(time.monotonic() - ts, 3)}
-                if not single:
-                    rec["outputs"] = _scene_outputs(s, fmts, quicklook)
-                    _append_line(out / JOURNAL, rec)
-                records.append(rec)
-                tiles += rec["windows"]
-                pixels += r.width * r.height
-                log.debug("[%d/%d] %s: %d detections", k, len(todo), s.path, len(r))
-                prog.update(k, s.path.name)
+            with contextlib.closing(scored):
+                for k, (s, r, err, seconds) in enumerate(scored, 1):
+                    tw = time.monotonic()
+                    if err is None:
+                        try:
+                            if single:
+                                results.append((s, r))
+                                if quicklook:
+                                    _quicklook(r, out.parent / (s.name + QUICKLOOK_SUFFIX), det)
+                            else:
+                                wanted = _scene_outputs(s, fmts, quicklook)
+                                for f in fmts:
+                                    write_detections([r], out / wanted[f], f, image_ids=[s.image_id],
+                                                     category_ids=cat_ids)
+                                    if f in STYLED:
+                                        style_output(out / wanted[f], qml)
+                                if quicklook:
+                                    _quicklook(r, out / wanted["quicklook"], det)
+                        except Exception as e:  # one bad scene must not end a job of thousands
+                            err = e
+                    if err is not None:
+                        log.error("skipping %s: %s", s.path, err)
+                        failed.append({"path": str(s.path), "error": f"{_error_type(err)}: {err}"})
+                        prog.update(k, path_name(s.path), megapixels=pixels / 1e6, stages=stages)
+                        continue
+                    for stage, v in r.extra.get("seconds", {}).items():
+                        stages[stage] = stages.get(stage, 0.0) + v
+                    stages["write"] += time.monotonic() - tw
+                    rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
+                           "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
+                           "height": r.height, "seconds": round(seconds + time.monotonic() - tw, 3)}
+                    if not single:
+                        rec["outputs"] = _scene_outputs(s, fmts, quicklook)
+                        _append_line(out / names["journal"], rec)
+                    records.append(rec)
+                    tiles += rec["windows"]
+                    pixels += r.width * r.height
+                    log.debug("[%d/%d] %s: %d detections", k, len(todo), s.path, len(r))
+                    prog.update(k, path_name(s.path), megapixels=pixels / 1e6, stages=stages)
         finally:
-            score_s = time.monotonic() - t_score
+            now = time.monotonic()
+            score_s = now - t_score
+            # throughput from the first window read: a Ray instance's start-up is reported apart
+            first = engine_stats.get("first_read", t_score)
+            read_s = max(now - first, 0.0)
+            records.sort(key=lambda r: order.get(r.get("key"), len(order)))
             summary = {
                 "model": model_name, "out": str(out), "mode": "file" if single else "folder", "formats": fmts,
+                "engine": engine, "shard": f"{sh[0]}/{sh[1]}" if sh else None,
                 "inputs": len(scenes), "scored": len(records) - sum(1 for r in records if r.get("resumed")),
                 "resumed": sum(1 for r in records if r.get("resumed")), "failed": failed,
                 "detections": sum(r["detections"] for r in records), "min_score": thr,
                 "category_ids": dict(zip(det.spec.classes, cat_ids)),
                 "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
                 "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
+                "megapixels_per_s": round(pixels / 1e6 / read_s, 3) if read_s > 0 and pixels else None,
+                "scoring_seconds": round(read_s, 2),
+                "stages": {k: round(v, 2) for k, v in stages.items()},
+                "providers": providers if engine == "single" else engine_stats.get("providers"),
                 "seconds": round(time.monotonic() - t0, 2),
                 "complete": len(records) + len(failed) == len(scenes),
                 "scenes": [{k: v for k, v in r.items() if k != "key"} for r in records],
             }
+            if sh:
+                summary["job_inputs"] = len(job_scenes)
+            if engine == "ray":
+                summary["ray"] = engine_stats.get("ray")
             if not single:
-                atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))
+                atomic_write_text(out / names["summary"], json.dumps(summary, indent=2))
 
         if single:
-            ordered = [r for _, r in results]
-            write_detections(ordered, out, fmts[0], image_ids=[s.image_id for s, _ in results], category_ids=cat_ids)
+            ordered = sorted(results, key=lambda sr: order[scene_key(sr[0].path)])
+            write_detections([r for _, r in ordered], out, fmts[0], image_ids=[s.image_id for s, _ in ordered],
+                             category_ids=cat_ids)
             if fmts[0] in STYLED:
                 style_output(out, qml)
+        elif sh:
+            summary["combined"] = _combine_shards(out, job_scenes, fmts, quicklook, sh, job)
         else:
             _write_combined(out, scenes, records, fmts)
         return summary
+
+
+def _combine_shards(out: Path, scenes: list[Scene], fmts: list[str], quicklook: bool, shard: tuple[int, int],
+                    job: dict) -> bool:
+    """After shard ``K/N`` has finished: when every shard of the job has a complete summary in
+    ``out`` with the same model and settings, write the job-wide files (``coco_results.json``,
+    ``all_detections.csv``) from all shards' journals, exactly as the single run would, and
+    return True; else leave them to the last shard to finish (False). Serialised by a lock."""
+    n = shard[1]
+    with folder_lock(out, ".revet.combine.lock"):
+        entries: dict[str, dict] = {}
+        for k in range(1, n + 1):
+            names = state_files((k, n))
+            try:
+                summ = json.loads((out / names["summary"]).read_text())
+                other = json.loads((out / names["job"]).read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                log.info("%s: shard %d/%d has not finished; the last shard to finish writes the job-wide files",
+                         out, k, n)
+                return False
+            diff = [key for key in ("model_sha256", "min_score", "overlap") if other.get(key) != job.get(key)]
+            if diff:
+                log.warning("%s: shard %d/%d ran with other %s than shard %d/%d; job-wide files not written",
+                            out, k, n, ", ".join(diff), shard[0], n)
+                return False
+            if not summ.get("complete"):
+                log.info("%s: shard %d/%d did not finish all its scenes; job-wide files not written", out, k, n)
+                return False
+            entries.update(read_journal(out / names["journal"]))
+        records = []
+        for s in scenes:
+            e = entries.get(scene_key(s.path))
+            if _is_done(e, s, _scene_outputs(s, fmts, quicklook), out):
+                records.append(e)
+        _write_combined(out, scenes, records, fmts)
+        return True
 
 
 def _quicklook(r: Detections, path: Path, det: Detector) -> None:

@@ -21,8 +21,18 @@ file, written at the end. --out FOLDER (anything else): one file per scene and f
 finished scenes (resumable with --resume), coco_results.json / all_detections.csv for the whole
 job, and summary.json.
 
+GDAL paths are inputs too: /vsis3/bucket/scene.tif, /vsicurl/https://host/scene.tif (cloud-optimized
+GeoTIFFs: only the blocks the windows need are fetched), s3:// and https:// URLs.
+
+engines: --engine single (default: this process) or --engine ray (revet[ray]): windows read by Ray
+tasks, scored by --actors Detector actors (--gpus-per-actor G each, --threads T each), merged and
+written here, on a new local Ray instance or the cluster at --address (host:port, or auto).
+--shard K/N (no Ray needed): this job's share of the inputs for job arrays; give every shard the same
+inputs and --out; each writes only its own files, the last one the job-wide files.
+
 exit status: 0 all scenes scored; 2 some inputs could not be read (listed in the summary);
-1 the job could not start (bad model, options or --out); 64 the command line is wrong.
+1 the job could not start (bad model, options or --out, a GPU asked for that cannot be used);
+64 the command line is wrong.
 
 examples:
   revet predict model.onnx scene.tif --out scene.geojson
@@ -30,7 +40,29 @@ examples:
   revet predict model.onnx 'scenes/*.tif' --out results/ --format geojson,gpkg,csv --quicklook
   revet predict model.onnx manifest.txt --out results/ --resume --device cuda --batch-size 32
   revet predict model.onnx data/test.json --out preds/ --format coco --min-score 0.01
+  revet predict model.onnx manifest.txt --out results/ --engine ray --address auto --gpus-per-actor 1 --device cuda
+  revet predict model.onnx manifest.txt --out results/ --shard $((SLURM_ARRAY_TASK_ID + 1))/16 --resume
 """
+
+
+def _device(text: str) -> str:
+    from detector.backends import parse_device
+
+    try:
+        parse_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _shard(text: str) -> str:
+    from detector.predict import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def add_predict_command(subparsers) -> None:
@@ -48,8 +80,22 @@ def add_predict_command(subparsers) -> None:
     r.add_argument("--overlap", type=int, help="window overlap in pixels (default: the model's)")
     r.add_argument("--batch-size", type=int, default=8,
                    help="windows per model call, counted as 512-px windows (a 1024-px model takes a quarter)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
-    r.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all)")
+    r.add_argument("--device", default="auto", type=_device,
+                   help="auto (CUDA if onnxruntime-gpu can use it, else CPU), cpu, cuda, cuda:N, tensorrt, "
+                        "tensorrt:N; a GPU asked for by name is used or the job fails (no silent CPU fallback)")
+    r.add_argument("--trt-cache", metavar="DIR", help="folder for TensorRT engines (built once per model and GPU)")
+    r.add_argument("--threads", type=int,
+                   help="CPU threads for ONNX Runtime (default: all; with --engine ray: per actor, default "
+                        "the CPUs divided among the actors)")
+    r.add_argument("--engine", default="single", choices=["single", "ray"],
+                   help="single: this process (default); ray: Ray Data over local cores or a cluster (revet[ray])")
+    r.add_argument("--address", help="--engine ray: the Ray cluster to join (host:port or auto; default: "
+                                     "start a local Ray instance)")
+    r.add_argument("--actors", type=int, help="--engine ray: Detector actors (default: one per --gpus-per-actor "
+                                              "share of the GPUs, or one per 8 CPUs)")
+    r.add_argument("--gpus-per-actor", type=float, help="--engine ray: GPUs per actor (0.5: two actors share one)")
+    r.add_argument("--shard", type=_shard, metavar="K/N",
+                   help="score only shard K of N of the inputs (job arrays); folder --out")
     r.add_argument("--resume", action="store_true",
                    help="skip scenes a killed earlier run of this job already finished (folder --out)")
     r.add_argument("--quicklook", action="store_true", help="also write a PNG of each scene with its boxes")
@@ -63,7 +109,10 @@ def run_predict(a) -> int:
     summary = predict_files(a.model, a.inputs, a.out, min_score=a.min_score, device=a.device,
                             batch_size=a.batch_size, overlap=a.overlap, formats=a.formats,
                             resume=a.resume, threads=a.threads, quicklook=a.quicklook,
-                            progress=not a.no_progress)
+                            progress=not a.no_progress, engine=getattr(a, "engine", "single"),
+                            shard=getattr(a, "shard", None), address=getattr(a, "address", None),
+                            actors=getattr(a, "actors", None), gpus_per_actor=getattr(a, "gpus_per_actor", None),
+                            trt_cache=getattr(a, "trt_cache", None))
     brief = {k: v for k, v in summary.items() if k != "scenes"}
     print(json.dumps(brief, indent=2))
     if summary["failed"]:
@@ -87,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return a.func(a)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

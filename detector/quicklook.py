@@ -2,7 +2,8 @@
 
 The scene is read once at reduced resolution (rasterio ``out_shape``, which uses the file's
 overviews when it has them), in the model's band order (first three bands as RGB, or the first
-band as grey), stretched per band between the 2nd and 98th percentile of valid pixels.
+band as grey), stretched for display by :mod:`detector.display` (per band, 2nd to 98th
+percentile of valid pixels).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from detector import raster
+from detector.display import display_rgb
 from detector.outputs import atomic_write
 from detector.runner import Detections
 
@@ -34,16 +36,7 @@ def read_overview(path: str | os.PathLike, bands, max_size: int = 1024) -> tuple
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         data = ds.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest).astype(np.float32)
         valid = ds.read_masks(bands[0], out_shape=(h, w), resampling=Resampling.nearest) > 0
-    out = np.zeros((h, w, len(bands)), np.uint8)
-    for i, band in enumerate(data):
-        v = band[valid] if valid.any() else band.ravel()
-        lo, hi = np.percentile(v, [2, 98]) if v.size else (0.0, 1.0)
-        hi = hi if hi > lo else lo + 1
-        out[..., i] = (np.clip((band - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-    out[~valid] = 0
-    if out.shape[2] == 1:
-        out = np.repeat(out, 3, axis=2)
-    return out, scale
+    return display_rgb(np.moveaxis(data, 0, -1), valid), scale
 
 
 def render_quicklook(det: Detections, bands, *, max_size: int = 1024, labels: bool = True):

@@ -6,6 +6,7 @@ read pixels the same way. Arrays are ``H x W x C`` (channels last) as read, in t
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class RasterInfo:
     None for plain images (PNG/JPEG), in which case outputs stay in pixel coordinates.
     """
 
-    path: Path
+    path: Path | str
     width: int
     height: int
     count: int
@@ -34,13 +35,41 @@ class RasterInfo:
     gsd: float | None
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_gdal_path(path: str | os.PathLike) -> bool:
+    """True for a path GDAL resolves itself rather than the local file system: a virtual file
+    system path (``/vsicurl/https://...``, ``/vsis3/bucket/key.tif``, ``/vsizip/...``) or a URL
+    rasterio maps to one (``https://...``, ``s3://...``). Such paths are kept as strings:
+    ``pathlib`` would fold the ``//`` of a URL."""
+    s = os.fspath(path)
+    return s.startswith("/vsi") or bool(_URL.match(s))
+
+
+def as_path(path: str | os.PathLike) -> Path | str:
+    """``Path(path)`` for a local file, the string itself for a GDAL path (:func:`is_gdal_path`)."""
+    return os.fspath(path) if is_gdal_path(path) else Path(path)
+
+
+def path_name(path: str | os.PathLike) -> str:
+    """The file name of a local path or a GDAL path/URL (no query string): ``scene.tif``."""
+    s = os.fspath(path)
+    if is_gdal_path(s):
+        return s.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return Path(s).name
+
+
 def open_raster(path: str | os.PathLike):
-    """Open an image with rasterio, raising a clear error naming the file when it cannot."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: image file does not exist")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: image file is empty (0 bytes)")
+    """Open an image with rasterio, raising a clear error naming the file when it cannot.
+    GDAL paths (:func:`is_gdal_path`) are opened as given; GDAL fetches only the header and,
+    later, the blocks a read needs (HTTP range requests for ``/vsicurl/``)."""
+    path = as_path(path)
+    if isinstance(path, Path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: image file does not exist")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: image file is empty (0 bytes)")
     try:
         return rasterio.open(path)
     except RasterioIOError as e:
@@ -60,7 +89,7 @@ def raster_info(ds) -> RasterInfo:
             raise ValueError(f"{ds.name}: rotated or sheared geotransform {tuple(t)[:6]} is not supported; "
                              "warp the image north-up first (e.g. gdalwarp -t_srs <its CRS> in.tif out.tif)")
         gsd = pixel_size_m(ds.crs, t, ds.width, ds.height)
-    return RasterInfo(Path(ds.name), ds.width, ds.height, ds.count, ds.dtypes[0],
+    return RasterInfo(as_path(ds.name), ds.width, ds.height, ds.count, ds.dtypes[0],
                       ds.crs if has_geo else None, ds.transform, ds.nodata, gsd)
 
 
@@ -268,7 +297,7 @@ def fill_invalid(batch: np.ndarray, valid: np.ndarray, offset) -> np.ndarray:
 def scale_to_unit(image: np.ndarray, offset, scale) -> np.ndarray:
     """``clip((raw - offset) / scale, 0, 1)`` per band, as float32. ``image`` is (H, W, C).
 
-    The same formula runs inside the exported graph (``detector.train.models.Preprocess``).
+    The same formula runs inside the exported graph (``detector.export.adapter``, ``preprocess``).
     """
     offset = np.asarray(offset, np.float32)
     scale = np.asarray(scale, np.float32)

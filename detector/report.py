@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.windows import Window
 
 from detector import raster
+from detector.display import display_rgb
 from detector.metrics import confusions, format_value, match_images
 
 SECTIONS = [("summary", "Summary"), ("per-class", "Per-class metrics"),
@@ -233,16 +234,6 @@ def _item(run, i: int, kind: str, box, cls: str, score, note: str, gt_index: int
     return item
 
 
-def _display(tile: np.ndarray, spec) -> np.ndarray:
-    """(H, W, C) raw -> (H, W, 3) uint8: the spec's scaling, then a joint 1-99 % stretch."""
-    x = raster.scale_to_unit(tile, spec.offset, spec.scale)
-    x = x[..., :3] if x.shape[2] >= 3 else np.repeat(x[..., :1], 3, axis=2)
-    lo, hi = np.percentile(x, [1, 99]) if x.size else (0.0, 1.0)
-    if hi - lo > 1e-6:
-        x = np.clip((x - lo) / (hi - lo), 0, 1)
-    return (x * 255 + 0.5).astype(np.uint8)
-
-
 def render_crop(run, item: dict, path: Path) -> Path:
     """A square crop around ``item``'s box: the box thick (green: a missed object; magenta: a
     false positive), other ground truth thin green, other detections above the threshold thin
@@ -254,8 +245,8 @@ def render_crop(run, item: dict, path: Path) -> Path:
     c0, r0 = int(math.floor(cx - side / 2)), int(math.floor(cy - side / 2))
     n = int(math.ceil(side))
     with raster.open_raster(item["image"]) as ds:
-        tile, _ = raster.read_window(ds, Window(c0, r0, n, n), list(run.spec.bands))
-    img = Image.fromarray(_display(tile, run.spec)).resize((CROP_PX, CROP_PX), Image.BILINEAR)
+        tile, valid = raster.read_window(ds, Window(c0, r0, n, n), list(run.spec.bands))
+    img = Image.fromarray(display_rgb(tile, valid)).resize((CROP_PX, CROP_PX), Image.BILINEAR)
     s = CROP_PX / n
     d = ImageDraw.Draw(img)
     im = run.images[item["image_index"]]
@@ -347,7 +338,7 @@ def _gallery(run, items: list[dict], out: Path, prefix: str, max_crops: int) -> 
 
 
 def write_report(run, out_dir: str | os.PathLike, *, max_crops: int = 48) -> Path:
-    """Write the report of one :class:`detector.evaluate.EvalRun` to ``out_dir``; returns the
+    """Write the report of one :class:`detector.eval_run.EvalRun` to ``out_dir``; returns the
     path of ``index.html``."""
     out = Path(out_dir)
     (out / "crops").mkdir(parents=True, exist_ok=True)

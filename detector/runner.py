@@ -17,8 +17,10 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -41,15 +43,15 @@ class Detections:
 
     boxes (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the source image; scores (N,) float32;
     labels (N,) int64 indices into ``classes``. ``crs``/``transform`` are the source's (None
-    for plain images); ``path`` the source file; ``truncated`` (N,) bool marks boxes touching an
-    interior window edge.
+    for plain images); ``path`` the source file; ``extra`` for scenes: ``windows`` (windows scored)
+    and ``truncated`` ((N,) bool: the box touches an interior window edge).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
-    path: Path | None = None
+    path: Path | str | None = None  # a str for GDAL paths (/vsicurl/..., raster.is_gdal_path)
     crs: object = None
     transform: object = None
     width: int = 0
@@ -59,9 +61,46 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def filter(self, mask: np.ndarray) -> "Detections":
-        return Detections(self.boxes[mask], self.scores[mask], self.labels[mask], self.classes,
-                          self.path, self.crs, self.transform, self.width, self.height, self.extra)
+
+
+@dataclass
+class ScenePlan:
+    """How one raster is scored, decided from its header before any pixel is read.
+
+    ``width`` x ``height``: the grid the windows tile, in model pixels (the raster's own pixels
+    unless resampled); ``factor``: raster pixels per model pixel (1.0: read as stored);
+    ``windows``: ``(col_off, row_off)`` of each ``tile``-pixel window of that grid, row-major, the
+    index being the window id; ``raster_width`` x ``raster_height`` (pixels), ``crs`` and
+    ``transform``: the raster's, to map boxes back (:meth:`Detector.finish_scene`).
+    """
+
+    path: Path | str
+    width: int
+    height: int
+    tile: int
+    windows: list[tuple[int, int]]
+    factor: float = 1.0
+    raster_width: int = 0
+    raster_height: int = 0
+    crs: object = None
+    transform: object = None
+
+    @property
+    def megapixels(self) -> float:
+        """Raster pixels / 1e6."""
+        return self.raster_width * self.raster_height / 1e6
+
+
+class WindowPart(NamedTuple):
+    """The kept detections of one window, in grid pixels (:class:`ScenePlan`): ``boxes`` (N, 4)
+    float32 xyxy, ``scores`` (N,) float32, ``labels`` (N,) int64, ``truncated`` (N,) bool
+    (touches an interior window edge); ``wid`` the window's index in the plan."""
+
+    wid: int
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    truncated: np.ndarray
 
 
 class Detector:
@@ -73,29 +112,74 @@ class Detector:
         self.spec = spec
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None) -> "Detector":
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None,
+             **options) -> "Detector":
         """Load an ``.onnx`` model (torch-free), a ``.ckpt`` checkpoint (needs revet[train]) or a
-        shipped model by name (``revet-base``, ``revet-base:int8``; see :mod:`detector.zoo`)."""
+        shipped model by name (``revet-base``, ``revet-base:int8``; see :mod:`detector.zoo`).
+        ``options`` go to the ONNX backend (``trt_cache``: :class:`detector.backends.OnnxBackend`)."""
         from detector import zoo
 
+        from detector.backends import load_backend
+
         path = zoo.resolve(path)
-        if path.suffix == ".ckpt":
-            from detector.export.torch_backend import TorchBackend  # torch only when asked
-
-            backend = TorchBackend.from_checkpoint(path, device=device, threads=threads)
-        else:
-            from detector.backends import OnnxBackend
-
-            backend = OnnxBackend(path, device=device, threads=threads)
+        # .ckpt: the backend export registers (detector.backends.register_backend); torch only then
+        backend = load_backend(path, device=device, threads=threads, **options)
         return cls(backend, backend.spec)
 
     # ---------------------------------------------------------------- tiles
-    def _run_batch(self, tiles: list[np.ndarray], valid: list[np.ndarray]):
-        """tiles: (T, T, C) raw arrays, valid: their (T, T) masks -> backend outputs for the
-        stacked batch, no-data pixels filled as in training."""
+    def prepare_batch(self, tiles, valid) -> np.ndarray:
+        """tiles: B raw ``(T, T, C)`` arrays (or one ``(B, T, T, C)`` array), valid: their
+        ``(T, T)`` bool masks -> the ``(B, C, T, T)`` float32 model input, no-data pixels filled
+        as in training (:func:`raster.fill_invalid`)."""
         batch = np.stack([np.moveaxis(t, -1, 0) for t in tiles]).astype(np.float32)
         raster.fill_invalid(batch, np.stack(valid), self.spec.offset)
-        return self.backend.run(batch)
+        return batch
+
+    def _run_batch(self, tiles: list[np.ndarray], valid: list[np.ndarray]):
+        """tiles: (T, T, C) raw arrays, valid: their (T, T) masks -> backend outputs for the
+        stacked batch: boxes (B, D, 4) in window pixels, scores (B, D), labels (B, D)."""
+        return self.backend.run(self.prepare_batch(tiles, valid))
+
+    def window_part(self, wid: int, col: int, row: int, boxes: np.ndarray, scores: np.ndarray,
+                    labels: np.ndarray, valid: np.ndarray, width: int, height: int, thr: float) -> WindowPart:
+        """One window's raw outputs -> its kept detections (:class:`WindowPart`).
+
+        boxes (D, 4) float32 in window pixels, scores (D,), labels (D,) as the model gave them for
+        the window at ``(col, row)`` of a ``width`` x ``height`` grid; valid (T, T) its mask.
+        Padding past the grid edge is not image: boxes are clipped to the grid, then those above
+        ``thr`` and mostly on valid pixels are kept and moved to grid pixels.
+        """
+        b = boxes.copy()
+        b[:, 0::2] = np.clip(b[:, 0::2], 0, width - col)
+        b[:, 1::2] = np.clip(b[:, 1::2], 0, height - row)
+        ok = self._keep(b, scores, valid, thr)
+        b = b[ok] + np.array([col, row, col, row], np.float32)
+        return WindowPart(int(wid), b, scores[ok], labels[ok].astype(np.int64),
+                          tiling.truncated_mask(b, col, row, self.spec.tile_size, width, height))
+
+    def merge_parts(self, parts, width: int, height: int, n_windows: int) -> Detections:
+        """The windows' detections (:class:`WindowPart`, any order; windows with nothing left out)
+        -> the scene's, merged across overlaps (:func:`tiling.merge_windows`) and sorted by score.
+
+        Parts are taken in window order whatever order they came in, so any engine (one
+        process, shards, Ray workers finishing in any order) gets the same result. Boxes in grid
+        pixels; ``extra``: ``windows`` (= ``n_windows``) and ``truncated`` (N,) bool.
+        """
+        parts = sorted(parts, key=lambda p: p.wid)
+        if parts:
+            boxes = np.concatenate([p.boxes for p in parts])
+            scores = np.concatenate([p.scores for p in parts])
+            labels = np.concatenate([p.labels for p in parts])
+            wids = np.concatenate([np.full(len(p.boxes), p.wid) for p in parts])
+            trunc = np.concatenate([p.truncated for p in parts])
+        else:
+            boxes, scores, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            wids, trunc = np.zeros(0, int), np.zeros(0, bool)
+        keep = tiling.merge_windows(boxes, scores, labels, wids, trunc, iou=self.spec.nms_iou)
+        order = keep[np.argsort(-scores[keep], kind="stable")]
+        return Detections(boxes[order].astype(np.float32), scores[order].astype(np.float32), labels[order],
+                          self.spec.classes, width=width, height=height,
+                          extra={"windows": n_windows, "truncated": trunc[order]})
 
     def _keep(self, boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray, thr: float) -> np.ndarray:
         """(N,) bool: above ``thr``, a proper box, and mostly on valid pixels of its window."""
@@ -158,64 +242,81 @@ class Detector:
         When the raster's pixel size differs from the model's ``spec.gsd`` by more than 2 %
         (both known), windows are resampled to the model's pixel size (bilinear) and boxes
         mapped back, so objects appear at the size in pixels the model was trained on.
+        ``extra["seconds"]``: time spent reading, inferring (preprocessing included) and merging.
         """
-        path = Path(path)
+        path = raster.as_path(path)
         thr = self.spec.score_threshold if min_score is None else min_score
         ov = self.spec.overlap if overlap is None else overlap
         # GDAL's block cache defaults to 5 % of RAM and would grow with the scene: cap it so
         # memory stays flat whatever the scene size.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
-            info = raster.raster_info(ds)
-            raster.check_bands(path, ds.count, self.spec.bands)
-            raster.check_dtype(path, info.dtype, self.spec.dtype)
-            if ds.count > self.spec.num_bands:
-                log.info("%s: %d bands; the model reads bands %s", path, ds.count, list(self.spec.bands))
-            f = raster.resample_factor(info.gsd, self.spec.gsd) if resample else 1.0  # raster px per model px
-            if f == 1.0:
-                det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size),
-                                          ds.width, ds.height, thr, ov, batch_size)
-            else:
-                vw, vh = int(np.ceil(ds.width / f)), int(np.ceil(ds.height / f))
-                det = self._score_windows(_RasterSource(ds, self.spec.bands, self.spec.tile_size, f),
-                                          vw, vh, thr, ov, batch_size)
-                det.boxes = np.clip(det.boxes * np.float32(f), 0, [ds.width, ds.height, ds.width, ds.height]).astype(np.float32)
-                det.width, det.height = ds.width, ds.height
-                det.extra["resampled"] = f
-        det.path, det.crs, det.transform = path, info.crs, info.transform
+            plan = self._plan(ds, path, ov, resample)
+            det = self._score_windows(_RasterSource(ds, self.spec.bands, plan.tile, plan.factor),
+                                      plan.width, plan.height, thr, ov, batch_size)
+        return self.finish_scene(det, plan)
+
+    def plan_scene(self, path: str | os.PathLike, *, overlap: int | None = None,
+                   resample: bool = True) -> ScenePlan:
+        """Open ``path`` (header only), check its bands and dtype against the spec and return its
+        :class:`ScenePlan`; raises as :meth:`predict_scene` does for an unreadable raster."""
+        path = raster.as_path(path)
+        ov = self.spec.overlap if overlap is None else overlap
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
+            return self._plan(ds, path, ov, resample)
+
+    def _plan(self, ds, path, overlap: int, resample: bool) -> ScenePlan:
+        info = raster.raster_info(ds)
+        raster.check_bands(path, ds.count, self.spec.bands)
+        raster.check_dtype(path, info.dtype, self.spec.dtype)
+        if ds.count > self.spec.num_bands:
+            log.info("%s: %d bands; the model reads bands %s", path, ds.count, list(self.spec.bands))
+        f = raster.resample_factor(info.gsd, self.spec.gsd) if resample else 1.0  # raster px per model px
+        w, h = (ds.width, ds.height) if f == 1.0 else (int(np.ceil(ds.width / f)), int(np.ceil(ds.height / f)))
+        t = self.spec.tile_size
+        return ScenePlan(path, w, h, t, tiling.scene_windows(w, h, t, overlap), f, ds.width, ds.height,
+                         info.crs, info.transform)
+
+    def finish_scene(self, det: Detections, plan: ScenePlan) -> Detections:
+        """Merged detections in grid pixels -> in the raster's pixels, with its path, CRS and
+        transform (in place; returns ``det``)."""
+        if plan.factor != 1.0:
+            w, h = plan.raster_width, plan.raster_height
+            det.boxes = np.clip(det.boxes * np.float32(plan.factor), 0, [w, h, w, h]).astype(np.float32)
+            det.width, det.height = w, h
+            det.extra["resampled"] = plan.factor
+        det.path, det.crs, det.transform = plan.path, plan.crs, plan.transform
         return det
 
     def _score_windows(self, source, width: int, height: int, thr: float, overlap: int,
                        batch_size: int) -> Detections:
         t = self.spec.tile_size
         windows = tiling.scene_windows(width, height, t, overlap)
-        parts_b, parts_s, parts_l, parts_w, parts_t = [], [], [], [], []
-        with contextlib.closing(_prefetch(source, windows, self.windows_per_batch(batch_size))) as batches:
+        parts: list[WindowPart] = []
+        clock = {"read": 0.0, "infer": 0.0, "merge": 0.0}  # seconds per stage
+        with contextlib.closing(_prefetch(source, windows, self.windows_per_batch(batch_size), clock)) as batches:
             for batch in batches:
+                t0 = time.perf_counter()
                 boxes, scores, labels = self._run_batch([b[2] for b in batch], [b[3] for b in batch])
+                clock["infer"] += time.perf_counter() - t0
                 for k, (wid, (col, row), _tile, valid) in enumerate(batch):
-                    # Padding past the raster edge is not image: clip boxes to the raster, then
-                    # keep those above the threshold and mostly on valid pixels.
-                    b = boxes[k].copy()
-                    b[:, 0::2] = np.clip(b[:, 0::2], 0, width - col)
-                    b[:, 1::2] = np.clip(b[:, 1::2], 0, height - row)
-                    ok = self._keep(b, scores[k], valid, thr)
-                    b = b[ok] + np.array([col, row, col, row], np.float32)
-                    parts_b.append(b)
-                    parts_s.append(scores[k][ok])
-                    parts_l.append(labels[k][ok].astype(np.int64))
-                    parts_w.append(np.full(len(b), wid))
-                    parts_t.append(tiling.truncated_mask(b, col, row, t, width, height))
-        if parts_b:
-            boxes, scores, labels = np.concatenate(parts_b), np.concatenate(parts_s), np.concatenate(parts_l)
-            wids, trunc = np.concatenate(parts_w), np.concatenate(parts_t)
-        else:
-            boxes, scores, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-            wids, trunc = np.zeros(0, int), np.zeros(0, bool)
-        keep = tiling.merge_windows(boxes, scores, labels, wids, trunc, iou=self.spec.nms_iou)
-        order = keep[np.argsort(-scores[keep], kind="stable")]
-        return Detections(boxes[order].astype(np.float32), scores[order].astype(np.float32), labels[order],
-                          self.spec.classes, width=width, height=height,
-                          extra={"windows": len(windows), "truncated": trunc[order]})
+                    parts.append(self.window_part(wid, col, row, boxes[k], scores[k], labels[k], valid,
+                                                  width, height, thr))
+        t0 = time.perf_counter()
+        det = self.merge_parts(parts, width, height, len(windows))
+        clock["merge"] = time.perf_counter() - t0
+        det.extra["seconds"] = clock
+        return det
+
+
+def read_scene_window(ds, bands, tile: int, col: int, row: int, factor: float = 1.0):
+    """Window ``(col, row)`` of a scene's grid (:class:`ScenePlan`) from the open raster ``ds``:
+    ``(tile, tile, C)`` raw pixels of the 1-based ``bands`` (padded past the raster's edge) and
+    the ``(tile, tile)`` bool valid mask. With ``factor`` != 1 the grid is of model-size pixels,
+    each ``factor`` raster pixels wide, read resampled (bilinear values, nearest mask)."""
+    if factor == 1.0:
+        return raster.read_window(ds, Window(col, row, tile, tile), bands)
+    f = factor
+    return raster.read_window_resampled(ds, Window(col * f, row * f, tile * f, tile * f), bands, tile)
 
 
 class _RasterSource:
@@ -226,10 +327,7 @@ class _RasterSource:
         self.ds, self.bands, self.tile, self.factor = ds, list(bands), tile, factor
 
     def read(self, col: int, row: int):
-        t, f = self.tile, self.factor
-        if f == 1.0:
-            return raster.read_window(self.ds, Window(col, row, t, t), self.bands)
-        return raster.read_window_resampled(self.ds, Window(col * f, row * f, t * f, t * f), self.bands, t)
+        return read_scene_window(self.ds, self.bands, self.tile, col, row, self.factor)
 
 
 class _ArraySource:
@@ -243,12 +341,16 @@ class _ArraySource:
         return _pad_to(self.array[row:row + t, col:col + t], self.valid[row:row + t, col:col + t], t)
 
 
-def _prefetch(source, windows, batch_size: int):
+def _prefetch(source, windows, batch_size: int, clock: dict | None = None):
     """Yield batches of (window_id, (col, row), tile (T, T, C), valid (T, T)), reading the next
     batch in a background thread while the caller runs the model. At most two batches are in
-    memory; windows that are all nodata are skipped. When the consumer stops early (the model
+    memory. A batch is a chunk of ``batch_size`` consecutive windows (ids ``k * batch_size`` to
+    ``(k + 1) * batch_size - 1``) less those that are all nodata, so every engine puts the same
+    windows in the same model call (ONNX Runtime's outputs for a window can differ in the last
+    bit with the batch around it, and tied scores then pick other boxes). When the consumer stops early (the model
     raised, or the generator is closed) the reader is told to stop and joined before the
-    generator returns, so no thread outlives the scene or reads from a closed raster."""
+    generator returns, so no thread outlives the scene or reads from a closed raster.
+    ``clock["read"]`` (if given) accumulates the seconds spent reading."""
     q: queue.Queue = queue.Queue(maxsize=1)
     error: list[BaseException] = []
     stop = threading.Event()
@@ -268,11 +370,13 @@ def _prefetch(source, windows, batch_size: int):
             for wid, (col, row) in enumerate(windows):
                 if stop.is_set():
                     return
+                t0 = time.perf_counter()
                 tile, valid = source.read(col, row)
-                if not valid.any():
-                    continue
-                batch.append((wid, (col, row), tile, valid))
-                if len(batch) == batch_size:
+                if clock is not None:
+                    clock["read"] = clock.get("read", 0.0) + time.perf_counter() - t0
+                if valid.any():
+                    batch.append((wid, (col, row), tile, valid))
+                if (wid + 1) % batch_size == 0 and batch:
                     if not put(batch):
                         return
                     batch = []

@@ -6,7 +6,7 @@ Rules (also in ``docs/evaluate.md``):
 - Detections: :meth:`detector.runner.Detector.predict_scene` (windows of the spec's
   ``tile_size`` and ``overlap``, merged across overlaps) with ``min_score`` 0.001, so AP sees
   the whole PR curve; precision, recall and false alarms are read at the operating threshold.
-- Labels: polygons in any vector format and CRS (:func:`detector.datasets.vector.read_vector`),
+- Labels: polygons in any vector format and CRS (:func:`detector.labels.vector.read_vector`),
   reprojected vertex by vertex to the scene CRS; a label's box is the bounds of its vertices in
   the scene grid, clipped to the scene. For a north-up scene (no rotation terms) matching boxes
   in scene pixels is matching them in the scene's map coordinates (the transform only scales
@@ -39,9 +39,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from detector import raster
-from detector.datasets.vector import overlap_error, pixel_boxes, read_vector
-from detector.evaluate import (EVAL_MIN_SCORE, EvalRun, Source, _finish, _name, load_detector,
-                               operating_threshold)
+from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector, operating_threshold,
+                               stamp_metrics)
+from detector.labels.vector import boxes_on_raster, overlap_error, read_vector
 from detector.metrics import ImageEval, evaluate_full, match_images
 from detector.runner import Detector
 from detector.tiling import box_iou, scene_windows, window_starts
@@ -144,17 +144,16 @@ def scene_labels(labels: str | os.PathLike, scene: str | os.PathLike, classes, *
                          f"features {[first[n] for n in unknown]}) are not among the model's classes "
                          f"{classes}; rename them or choose the attribute with --class-field")
     cls = np.array([classes.index(n) for n in vl.names], np.int64)
-    boxes = pixel_boxes(vl, info.crs, info.transform, raster=scene)
-    bad = ~np.isfinite(boxes).all(1)
+    placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=scene)
+    bad = ~np.isfinite(placed.boxes).all(1)
     if bad.any():
         ids = [vl.ids[i] for i in np.flatnonzero(bad)][:10]
         raise ValueError(f"{labels}: features {ids} cannot be reprojected from {vl.crs} to the "
                          f"scene's CRS {info.crs} ({scene}); expected coordinates valid in {vl.crs}")
-    clipped = np.clip(boxes, 0, [info.width, info.height] * 2)
-    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    inside = placed.inside
     if not inside.any():
         raise ValueError(overlap_error(vl, scene, info.crs, info.width, info.height))
-    return {"boxes": clipped[inside].astype(np.float32), "labels": cls[inside],
+    return {"boxes": placed.clipped[inside].astype(np.float32), "labels": cls[inside],
             "ids": [vl.ids[i] for i in np.flatnonzero(inside)], "read": len(vl),
             "outside": int((~inside).sum()), "info": info, "label_crs": vl.crs}
 
@@ -213,10 +212,7 @@ def evaluate_scene_run(model: str | os.PathLike | Detector, scene: str | os.Path
     if spec.gsd and info.gsd and abs(info.gsd / spec.gsd - 1) > 0.25:
         warnings.append(f"{scene}: pixel size {info.gsd:.3g} differs from the model's training GSD "
                         f"{spec.gsd:.3g} by more than 25%")
-    m["mode"] = "scene"
-    m["min_score"] = float(min_score)
-    m["model"] = _name(model)
-    m["data"] = str(scene)
+    stamp_metrics(m, mode="scene", min_score=min_score, model=model, data=scene)
     m["scene"] = {
         "path": str(scene), "labels": str(labels), "class_field": class_field,
         "crs": info.crs.to_string(), "labels_crs": lab["label_crs"].to_string() if lab["label_crs"] else None,
@@ -245,7 +241,7 @@ def evaluate_scene(model: str | os.PathLike | Detector, scene: str | os.PathLike
     run = evaluate_scene_run(model, scene, labels, class_field=class_field, layer=layer,
                              threshold=threshold, device=device, batch_size=batch_size,
                              min_score=min_score)
-    return _finish(run, out, report)
+    return finish_run(run, out, report)
 
 
 def _band_count(path: Path) -> int:

@@ -154,7 +154,7 @@ def verification_tiles(spec, data: str | os.PathLike | None, ckpt: Path, limit: 
     every image is smaller than the tile (an export with a larger window), tiles are mosaics
     of consecutive images."""
     from detector import raster
-    from detector.datasets.coco import read_coco
+    from detector.labels.coco import read_coco
 
     if data is None:
         cfg = ckpt.parent / "config.yaml"

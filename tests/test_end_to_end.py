@@ -92,7 +92,7 @@ def test_demo_writes_every_output_and_scores_with_the_chosen_model(tmp_path):
     from detector.pipeline import INT8_TOLERANCE, run_demo
 
     # the `trained` fixture's recipe: a 2-step model has near-tied scores, and exact ties make
-    # the NMS order, and so the parity check, arbitrary (FACTS.md)
+    # the NMS order, and so the parity check, arbitrary
     out = run_demo(tmp_path / "demo", minutes=2, n_train=24, n_val=4, n_test=4, scene_size=512,
                    train_overrides={"epochs": 3, "batch_size": 8, "crop": 256, "warmup_steps": 2})
     parity = json.loads((out / "model.onnx.parity.json").read_text())

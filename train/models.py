@@ -129,9 +129,28 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return model
 
 
+def adapt_input_conv(weight: torch.Tensor, bands: int) -> torch.Tensor:
+    """First-convolution weight ``(O, S, k, k)`` -> ``(O, bands, k, k)``, keeping the response to
+    a flat image (the same value in every band): fewer bands than ``S`` (panchromatic, dual-pol
+    SAR) each get the sum of the source filters divided by ``bands`` (one band: the sum, as timm's
+    ``adapt_input_conv``); more bands keep the source filters and give the extra bands the mean
+    filter, all scaled by ``S / bands``. The one band-adaptation rule: new models
+    (:func:`build_model`) and loaded weights (:mod:`detector.train.weights`) both use it."""
+    w = weight.float()
+    s = w.shape[1]
+    if bands < s:
+        out = w.sum(dim=1, keepdim=True).repeat(1, bands, 1, 1) / bands
+    else:
+        out = w.mean(dim=1, keepdim=True).repeat(1, bands, 1, 1)
+        out[:, :s] = w
+        out = out * (s / bands)
+    return out.to(weight.dtype)
+
+
 def _adapt_first_conv(module: nn.Module, in_channels: int) -> None:
-    """Give the first convolution ``in_channels`` inputs (multiband imagery). Weights of extra
-    bands are the mean of the RGB filters, so pretrained RGB weights stay meaningful."""
+    """Give the first 3-input convolution of ``module`` ``in_channels`` inputs (multiband
+    imagery). Builders start from random weights, so only the shape matters here; the weights
+    are carried over by :func:`adapt_input_conv` all the same."""
     if in_channels == 3:
         return
     for name, child in module.named_modules():
@@ -139,9 +158,7 @@ def _adapt_first_conv(module: nn.Module, in_channels: int) -> None:
             new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride,
                             child.padding, bias=child.bias is not None)
             with torch.no_grad():
-                mean = child.weight.mean(dim=1, keepdim=True)
-                new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * 3 / in_channels)
-                new.weight[:, : min(3, in_channels)] = child.weight[:, : min(3, in_channels)] * 3 / in_channels
+                new.weight.copy_(adapt_input_conv(child.weight, in_channels))
             parent = module
             *path, last = name.split(".")
             for p in path:
@@ -191,7 +208,7 @@ def ssdlite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -> 
     _adapt_first_conv(backbone, in_channels)
     backbone = _mobilenet_extractor(backbone, 6, norm)
     size = (tile_size, tile_size)
-    # Scales are fractions of the tile size: 12 px .. 300 px at 512.
+    # Scales are fractions of the tile size: 14 px .. 300 px at 512.
     px = [14, 28, 56, 96, 150, 220, 300]
     anchors = PixelBoxGenerator([[2, 3]] * 6, [p / tile_size for p in px], tile_size)
     out_channels = _out_channels(backbone, in_channels)

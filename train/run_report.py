@@ -5,7 +5,7 @@
 
 Reads ``RUN_DIR/logs/metrics.csv`` (Lightning's CSVLogger), ``RUN_DIR/config.yaml`` (for the
 validation COCO file) and the best checkpoint, scores the validation set through the same
-:func:`detector.evaluate.evaluate_tiles` path as ``revet evaluate``, and writes into RUN_DIR:
+:func:`detector.tile_eval.evaluate_tiles` path as ``revet evaluate``, and writes into RUN_DIR:
 
 - ``curves.png``: training losses, validation mAP (and per-class AP@0.5) and the learning rate
   against the global step, epoch ends marked;
@@ -34,8 +34,10 @@ import yaml
 from PIL import Image, ImageDraw
 
 from detector import raster
-from detector.evaluate import evaluate_tiles, write_json
-from detector.report import (DET_COLOUR, GT_COLOUR, PALETTE, _display, _font, _Plot, plot_confusion,
+from detector.eval_run import write_json
+from detector.tile_eval import evaluate_tiles
+from detector.display import display_rgb
+from detector.report import (DET_COLOUR, GT_COLOUR, PALETTE, _font, _Plot, plot_confusion,
                              plot_pr_curves, plot_sweep)
 
 log = logging.getLogger("revet.train")
@@ -346,7 +348,7 @@ def pick_grid_images(run, n: int) -> list[int]:
 
 
 def draw_val_grid(run, path: str | os.PathLike, *, n: int = 8, cols: int = GRID_COLS) -> int:
-    """``val_grid.png``: up to ``n`` images of the :class:`detector.evaluate.EvalRun` ``run``,
+    """``val_grid.png``: up to ``n`` images of the :class:`detector.eval_run.EvalRun` ``run``,
     ``cols`` per row, each scaled to ``GRID_CELL`` px (see :func:`grid_size`), true boxes green
     and dashed, detections with ``score >= run.threshold`` magenta, solid and tagged
     ``class score``. Returns the number of images drawn."""
@@ -375,11 +377,11 @@ def draw_val_grid(run, path: str | os.PathLike, *, n: int = 8, cols: int = GRID_
         x0 = GRID_GAP + q * (GRID_CELL + GRID_GAP)
         y0 = GRID_HEADER + r * (GRID_CELL + GRID_CAPTION + GRID_GAP)
         im, src = run.images[i], run.sources[i]
-        image, _valid, _info = raster.read_image(src.path, bands)
+        image, valid, _info = raster.read_image(src.path, bands)
         h, w = image.shape[:2]
         s = GRID_CELL / max(h, w)
-        tile = Image.fromarray(_display(image, run.spec)).resize((max(1, round(w * s)), max(1, round(h * s))),
-                                                                  Image.BILINEAR)
+        tile = Image.fromarray(display_rgb(image, valid)).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                                 Image.BILINEAR)
         img.paste(tile, (x0, y0))
         td = ImageDraw.Draw(img)
         for b in np.asarray(im.gt_boxes, np.float64).reshape(-1, 4):

@@ -15,8 +15,8 @@ the file name torchvision uses; after that, and for local paths, everything goes
 path: ``torch.load(..., weights_only=True)`` then :func:`match_state`.
 
 Matching rule: a tensor is loaded when a tensor of the same name (after the architecture's key
-mapping) and shape exists. The first convolution is adapted when band counts differ (RGB filters
-copied, extra bands get their mean, as ``models._adapt_first_conv``). The class head is left at
+mapping) and shape exists. The first convolution is adapted when band counts differ
+(:func:`detector.train.models.adapt_input_conv`). The class head is left at
 its initialisation when class counts differ, or when the source's class names are known (a Revet
 checkpoint) and differ from the spec's. Everything else that does not fit is reported, not fatal.
 """
@@ -32,7 +32,7 @@ from torch import nn
 from detector import zoo
 from detector.spec import SPEC_KEY, ModelSpec
 from detector.train.checkpoint import load_tensors, model_state
-from detector.train.models import PRETRAINED
+from detector.train.models import PRETRAINED, adapt_input_conv
 
 log = logging.getLogger("revet.train")
 
@@ -194,16 +194,6 @@ def _first_conv(model: nn.Module) -> str | None:
     return None
 
 
-def _adapt_bands(w: torch.Tensor, bands: int) -> torch.Tensor:
-    """First-conv weight (O, S, k, k) -> (O, bands, k, k): shared bands copied, extra bands
-    the mean filter, all scaled by S / bands so the response to a flat image keeps its size."""
-    s = w.shape[1]
-    out = w.mean(dim=1, keepdim=True).repeat(1, bands, 1, 1)
-    n = min(s, bands)
-    out[:, :n] = w[:, :n]
-    return out * (s / bands)
-
-
 def match_state(model: nn.Module, state: dict[str, torch.Tensor], *, class_heads=(),
                 replace_heads: bool = False, bands: int | None = None) -> dict:
     """Copy every tensor of ``state`` whose name and shape fit ``model`` (in place).
@@ -234,7 +224,7 @@ def match_state(model: nn.Module, state: dict[str, torch.Tensor], *, class_heads
             if (k == first and bands is not None and v.dim() == 4 and target.shape[1] == bands
                     and v.shape[0] == target.shape[0] and v.shape[2:] == target.shape[2:]):
                 adapted = f"{k}: {v.shape[1]} -> {bands} bands"
-                v = _adapt_bands(v.float(), bands)
+                v = adapt_input_conv(v.float(), bands)
             else:
                 skipped[k] = f"{k}: {tuple(v.shape)} -> {tuple(target.shape)}"
                 continue

@@ -4,7 +4,7 @@ Each feature is one object: a Polygon or MultiPolygon (an outline or a box) in a
 its class in an attribute (``class_field``, default ``"class"``). Over a raster, features are
 reprojected to the raster's CRS (vertex by vertex, with ``rasterio.warp.transform``), mapped to
 pixels through the raster's inverse transform, and the label box is the axis-aligned bounds of
-the vertices in pixels (``x1, y1, x2, y2`` on pixel edges, see :mod:`detector.datasets.labels`).
+the vertices in pixels (``x1, y1, x2, y2`` on pixel edges, see :mod:`detector.labels`).
 
 GeoJSON is read with the standard library (CRS: its legacy ``"crs"`` member if present, else
 EPSG:4326 as RFC 7946 says). GeoPackage, shapefile and other OGR formats are read with
@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets.labels import ImageRecord, LabelSet
-from detector.datasets.yolo import OnError, _report
+from detector.labels import ImageRecord, LabelSet, OnError, report_problem
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 _WKB_NAMES = {1: "Point", 2: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
@@ -136,6 +135,8 @@ def _parse_wkb(b: bytes, o: int = 0):
     base, dims = t % 1000, t // 1000
     nd = 2 + (dims in (1, 2)) + 2 * (dims == 3) + z + m
     name = _WKB_NAMES.get(base, f"WKB type {t}")
+    if base not in _WKB_NAMES:  # curves, surfaces, ...: named, not parsed
+        return name, [], o
 
     def points(o, n):
         arr = np.frombuffer(b, e + "f8", n * nd, o).reshape(n, nd)[:, :2]
@@ -163,6 +164,20 @@ def _parse_wkb(b: bytes, o: int = 0):
             name = sub
         parts += p
     return name, parts, o
+
+
+def wkb_vertices(b: bytes) -> tuple[str, np.ndarray]:
+    """The geometry type name and all vertices ``(M, 2)`` float64 of a WKB geometry (ISO or EWKB,
+    2D, Z, M or ZM; a GeoPackage binary header is skipped): the one WKB reader, for labels,
+    objects and review candidates. ValueError for geometry types other than the seven of
+    simple features (points, lines, polygons, their multi forms, collections)."""
+    b = bytes(b)
+    if b[:2] == b"GP":  # GeoPackage binary: magic, version, flags, srs id, envelope
+        b = b[8 + {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(b[3] >> 1) & 7]:]
+    name, parts, _ = _parse_wkb(b)
+    if name.startswith("WKB type"):
+        raise ValueError(f"unsupported {name}")
+    return name, (np.concatenate(parts) if parts else np.zeros((0, 2)))
 
 
 def _wkb_rings(g):
@@ -218,23 +233,23 @@ def read_vector(path: str | os.PathLike, *, class_field: str = "class", layer=No
     for fid, geom, cls, has_field in items:
         item = f"feature {fid}"
         if not has_field or cls is None or (isinstance(cls, float) and np.isnan(cls)) or cls == "":
-            _report(on_error, path, item, f"has no {class_field!r} attribute (set --class-field "
-                    f"to the attribute that holds the class)")
+            report_problem(on_error, path, item, f"has no {class_field!r} attribute (set --class-field "
+                           f"to the attribute that holds the class)")
             continue
         try:
             kind, pts = rings(geom)
         except (TypeError, ValueError, IndexError, struct.error, KeyError):
             kind, pts = "malformed", []
         if kind not in ("Polygon", "MultiPolygon", "GeometryCollection"):
-            _report(on_error, path, item, f"expected a Polygon or MultiPolygon (an outline or a "
-                    f"box), got {kind}")
+            report_problem(on_error, path, item, f"expected a Polygon or MultiPolygon (an outline or a "
+                           f"box), got {kind}")
             continue
         try:
             arr = np.asarray([p[:2] for p in pts], np.float64).reshape(-1, 2)
         except (TypeError, ValueError):
             arr = np.zeros((0, 2))
         if len(arr) == 0 or not np.isfinite(arr).all():
-            _report(on_error, path, item, "has an empty or non-finite geometry")
+            report_problem(on_error, path, item, "has an empty or non-finite geometry")
             continue
         chunks.append(arr)
         offsets.append(offsets[-1] + len(arr))
@@ -305,9 +320,35 @@ def class_index(vl: VectorLabels, classes: list[str] | None, on_error: OnError =
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index.get(n, -1) for n in vl.names], np.int64)
     for i in np.flatnonzero(labels < 0):
-        _report(on_error, vl.path, f"feature {vl.ids[i]}",
-                f"unknown class {vl.names[i]!r}; expected one of {list(classes)}")
+        report_problem(on_error, vl.path, f"feature {vl.ids[i]}",
+                       f"unknown class {vl.names[i]!r}; expected one of {list(classes)}")
     return list(classes), labels
+
+
+@dataclass
+class RasterBoxes:
+    """Vector features placed on one raster (:func:`boxes_on_raster`).
+
+    Attributes:
+        boxes: (F, 4) float64 pixel boxes ``x1, y1, x2, y2`` as :func:`pixel_boxes` gives them
+            (not clipped; NaN rows for features that cannot be reprojected).
+        clipped: (F, 4) the boxes clipped to the raster (NaN rows stay NaN).
+        inside: (F,) bool: the clipped box has positive area, i.e. the feature overlaps the raster.
+    """
+
+    boxes: np.ndarray
+    clipped: np.ndarray
+    inside: np.ndarray
+
+
+def boxes_on_raster(vl: VectorLabels, crs, transform, width: int, height: int, *, raster=None) -> RasterBoxes:
+    """The features of ``vl`` in the pixels of a ``width x height`` raster with ``crs`` and affine
+    ``transform``: the one rule for vector labels to pixel boxes (reading, chipping, checking,
+    scene evaluation). ``raster`` names the raster in errors."""
+    boxes = pixel_boxes(vl, crs, transform, raster=raster)
+    clipped = np.clip(boxes, 0, [width, height] * 2)
+    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return RasterBoxes(boxes, clipped, inside)
 
 
 def read_vector_labels(vector: str | os.PathLike, raster: str | os.PathLike, *,
@@ -322,10 +363,9 @@ def read_vector_labels(vector: str | os.PathLike, raster: str | os.PathLike, *,
     with open_raster(raster) as ds:
         info = raster_info(ds)
     classes, labels = class_index(vl, classes)
-    boxes = pixel_boxes(vl, info.crs, info.transform, raster=raster)
-    clipped = np.clip(boxes, 0, [info.width, info.height] * 2)
-    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=raster)
+    keep = placed.inside
     if len(vl) and not keep.any():
         raise ValueError(overlap_error(vl, raster, info.crs, info.width, info.height))
-    rec = ImageRecord(Path(raster), info.width, info.height, clipped[keep], labels[keep], image_id=1)
+    rec = ImageRecord(Path(raster), info.width, info.height, placed.clipped[keep], labels[keep], image_id=1)
     return LabelSet(classes, [rec], Path(vector))

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rasterio.warp import transform as warp_transform
+
+from detector.labels.vector import wkb_vertices
 
 
 @dataclass
@@ -69,35 +70,10 @@ def _rings_xy(geom: dict | None) -> np.ndarray:
 
 def _wkb_xy(b: bytes) -> np.ndarray:
     """All vertices of a (Multi)Polygon WKB / GeoPackage blob as (M, 2)."""
-    if b[:2] == b"GP":  # GeoPackage binary header: magic, version, flags, srs id, envelope
-        flags = b[3]
-        env = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(flags >> 1) & 7]
-        b = b[8 + env:]
-    out: list = []
-
-    def geom(o: int) -> int:
-        e = "<" if b[o] == 1 else ">"
-        t = struct.unpack_from(e + "I", b, o + 1)[0] % 1000
-        o += 5
-        if t == 3:
-            (nr,) = struct.unpack_from(e + "I", b, o)
-            o += 4
-            for _ in range(nr):
-                (n,) = struct.unpack_from(e + "I", b, o)
-                o += 4
-                out.append(np.frombuffer(b, e + "f8", 2 * n, o).reshape(n, 2))
-                o += 16 * n
-            return o
-        if t == 6:
-            (n,) = struct.unpack_from(e + "I", b, o)
-            o += 4
-            for _ in range(n):
-                o = geom(o)
-            return o
-        raise ValueError(f"unsupported geometry type {t} (expected Polygon or MultiPolygon)")
-
-    geom(0)
-    return np.concatenate(out) if out else np.zeros((0, 2))
+    kind, xy = wkb_vertices(b)
+    if kind not in ("Polygon", "MultiPolygon"):
+        raise ValueError(f"unsupported geometry type {kind} (expected Polygon or MultiPolygon)")
+    return xy
 
 
 def _read_features(path: Path) -> tuple[list[dict], list[np.ndarray], object]:

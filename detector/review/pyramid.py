@@ -24,7 +24,7 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from detector import raster
+from detector import display, raster
 
 
 def display_bands(count: int, bands=None) -> list[int]:
@@ -41,23 +41,12 @@ def stretch_limits(ds, bands, size: int = 1024, percentiles=(2, 98)) -> np.ndarr
     h, w = max(1, round(ds.height * s)), max(1, round(ds.width * s))
     data = ds.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest).astype(np.float64)
     valid = ds.read_masks(bands[0], out_shape=(h, w), resampling=Resampling.nearest) > 0
-    lims = np.zeros((len(bands), 2))
-    for i, band in enumerate(data):
-        v = band[valid & np.isfinite(band)]
-        lo, hi = np.percentile(v, percentiles) if v.size else (0.0, 1.0)
-        lims[i] = lo, hi if hi > lo else lo + 1
-    return lims
+    return display.stretch_limits(np.moveaxis(data, 0, -1), valid, percentiles)
 
 
 def to_display(data: np.ndarray, valid: np.ndarray, lims: np.ndarray) -> np.ndarray:
     """(C, h, w) raw values -> (h, w, 3) uint8 stretched by ``lims`` (no data black)."""
-    out = np.empty(data.shape[1:] + (data.shape[0],), np.uint8)
-    for i in range(data.shape[0]):
-        lo, hi = lims[i]
-        b = (data[i].astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-        out[..., i] = np.clip(np.nan_to_num(b), 0, 255)
-    out[~valid] = 0
-    return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out
+    return display.to_rgb8(display.apply_stretch(np.moveaxis(data, 0, -1), valid, lims))
 
 
 def n_levels(width: int, height: int, tile: int) -> int:

@@ -7,9 +7,9 @@ import rasterio
 from affine import Affine
 
 from detector.datasets.chip import chip
-from detector.datasets.coco import read_coco
+from detector.labels.coco import read_coco
 from detector.datasets.convert import convert
-from detector.datasets.vector import read_vector, read_vector_labels
+from detector.labels.vector import read_vector, read_vector_labels
 from detector.datasets.voc import read_voc
 from detector.datasets.yolo import read_yolo
 from detector.raster import read_image

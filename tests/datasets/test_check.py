@@ -69,13 +69,23 @@ def test_every_problem_is_listed_with_file_and_item(tmp_path):
     r = check_dataset(p)
     text = [str(x) for x in r.errors]
     assert not r.ok and len(r.errors) == 5, text
-    expect = ["annotations[0] (id 1): box outside the image", "annotations[1] (id 2): box has zero or negative size",
+    expect = ["annotations[0] (id 1): box outside the image", "annotations[1] (id 2): box has non-positive size",
               "annotations[2] (id 3): unknown class", "annotations[3] (id 3): duplicate annotation id 3",
               "c.tif: missing image"]
     for e in expect:
         assert any(e in t for t in text), (e, text)
     assert all(str(p) in t for t in text)
     assert run_cli("data", "check", str(p)) == 1
+
+
+def test_coco_check_reads_as_training_does(tmp_path):
+    """One COCO reader (detector.labels.coco): check lists classes in category-id order, as
+    training reads them, and reports what training would refuse (duplicate category ids)."""
+    p = coco(tmp_path, categories=[{"id": 2, "name": "shelter"}, {"id": 1, "name": "bunker"},
+                                   {"id": 2, "name": "revetment"}])
+    r = check_dataset(p)
+    assert r.classes == ["bunker", "shelter"]
+    assert any("categories[2]: duplicate category id 2" in str(x) for x in r.errors), r.problems
 
 
 def test_yolo_check_collects_all_lines(tmp_path, capsys):

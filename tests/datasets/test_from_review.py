@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from detector.datasets.coco import read_coco
+from detector.labels.coco import read_coco
 from detector.datasets.from_review import from_review
 from detector.review import build_review
 from detector.review.decisions import save_decisions
@@ -74,7 +74,7 @@ def test_from_review_labels_and_hard_negatives(review, tmp_path):
 def test_from_review_cli_and_errors(review, tmp_path):
     import argparse
 
-    from detector.review_cli import add_from_review_command
+    from detector.datasets.data_cli import add_from_review_command
 
     p = argparse.ArgumentParser()
     add_from_review_command(p.add_subparsers())

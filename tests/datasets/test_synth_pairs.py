@@ -68,7 +68,7 @@ def test_swath_is_nodata_and_labelled_not_covered(pairs):
 
 
 def test_changes_on_labels_estimate_the_misregistration(pairs):
-    from detector.change_metrics import evaluate_pair
+    from detector.changes import evaluate_pair
 
     d, p = pairs[0]
     s = evaluate_pair(d, out_dir=d)
@@ -79,7 +79,7 @@ def test_changes_on_labels_estimate_the_misregistration(pairs):
 
 
 def test_no_disappeared_in_the_nodata_swath(pairs):
-    from detector.change_metrics import evaluate_pair
+    from detector.changes import evaluate_pair
     from detector.objects import read_objects
 
     d, p = pairs[1]
@@ -102,7 +102,8 @@ def test_change_recall_precision_with_stand_in_detections(tmp_path):
     lower scores) until the shipped model exists; rerun with real detections through
     ``evaluate_pair``. Six 1-km pairs (seed 99, pairs 2-7) without foliage traps: objects
     hidden under trees on one date are false changes by construction (next test)."""
-    from detector.change_metrics import evaluate_pair, stand_in_detections
+    from detector.change_metrics import stand_in_detections
+    from detector.changes import evaluate_pair
 
     tot = {s: [0, 0, 0] for s in ("appeared", "disappeared")}  # pred, truth, matched
     for k in range(2, 8):
@@ -120,7 +121,7 @@ def test_change_recall_precision_with_stand_in_detections(tmp_path):
 
 
 def test_foliage_traps_are_counted(pairs):
-    from detector.change_metrics import evaluate_pair
+    from detector.changes import evaluate_pair
 
     d, p = pairs[0]
     hidden = sum(o.status == "hidden" for o in p.objects)

@@ -3,7 +3,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from detector.datasets.labels import ImageRecord, LabelSet  # noqa: E402
+from detector.labels import ImageRecord, LabelSet  # noqa: E402
 from detector.datasets.torchdata import DetectionDataset, balanced_weights  # noqa: E402
 from detector.spec import ModelSpec  # noqa: E402
 

@@ -9,8 +9,8 @@ from affine import Affine
 from rasterio.warp import transform as warp
 
 from detector.datasets.chip import assign_boxes, chip, tile_starts
-from detector.datasets.coco import read_coco
-from detector.datasets.vector import read_vector, read_vector_labels
+from detector.labels.coco import read_coco
+from detector.labels.vector import read_vector, read_vector_labels
 
 UTM = "EPSG:32637"
 CLASSES = ["bunker", "revetment", "shelter"]
@@ -126,7 +126,7 @@ def test_vector_labels_reprojected_to_raster_pixels(tmp_path, fmt):
 
 
 def test_chip_utm_raster_with_4326_labels(tmp_path):
-    """DONE-WHEN: tile boxes mapped back through each tile's transform land within 1 px of the
+    """tile boxes mapped back through each tile's transform land within 1 px of the
     source polygons' bounds (clipped to the tile), and every label inside appears in a tile."""
     width, height = 1100, 900
     transform, data = write_raster(tmp_path / "scene.tif", width=width, height=height)
@@ -167,7 +167,7 @@ def test_chip_utm_raster_with_4326_labels(tmp_path):
 
 
 def test_chip_uint16_four_bands_nodata_border(tmp_path):
-    """DONE-WHEN: nodata-only tiles skipped; dtype, band count and nodata preserved."""
+    """nodata-only tiles skipped; dtype, band count and nodata preserved."""
     def border(d):
         d[:, :, :300] = 0   # left 300 columns: no data
         d[:, -40:, :] = 0   # bottom strip

@@ -5,9 +5,9 @@ import pytest
 import rasterio
 import yaml
 
-from detector.datasets.coco import read_coco, write_coco
+from detector.labels.coco import read_coco, write_coco
 from detector.datasets.convert import convert, detect_format
-from detector.datasets.labels import ImageRecord, LabelSet
+from detector.labels import ImageRecord, LabelSet
 from detector.datasets.voc import read_voc, write_voc
 from detector.datasets.yolo import label_path, read_yolo, write_yolo
 
@@ -42,7 +42,7 @@ def boxes_by_name(ls):
 
 
 def test_coco_yolo_voc_coco_roundtrip_within_one_pixel(tmp_path):
-    """DONE-WHEN: COCO -> YOLO -> VOC -> COCO keeps every box within 1 pixel."""
+    """COCO -> YOLO -> VOC -> COCO keeps every box within 1 pixel."""
     src = make_coco(tmp_path)
     s1 = convert(src, "yolo", tmp_path / "yolo")
     assert detect_format(s1["out"]) == "yolo"

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from detector.datasets.coco import read_coco, write_coco
+from detector.labels.coco import read_coco, write_coco
 
 
 def _write(tmp_path, data, name="d.json"):
@@ -45,12 +45,16 @@ def test_roundtrip(tmp_path):
     ("not json", "not valid COCO JSON"),
     ([], "expected a COCO JSON object"),
     ({"images": []}, "expected a list under 'categories'"),
-    (_dataset(annotations=[{"id": 5, "image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1]}]), "annotations\\[0\\] \\(id 5\\) refers to unknown image_id 99"),
-    (_dataset(annotations=[{"id": 5, "image_id": 7, "category_id": 4, "bbox": [0, 0, 1, 1]}]), "unknown category_id 4"),
+    (_dataset(annotations=[{"id": 5, "image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1]}]), "annotations\\[0\\] \\(id 5\\): refers to unknown image_id 99"),
+    (_dataset(annotations=[{"id": 5, "image_id": 7, "category_id": 4, "bbox": [0, 0, 1, 1]}]), "unknown class: category_id 4 is not among the categories"),
     (_dataset(annotations=[{"id": 5, "image_id": 7, "category_id": 3, "bbox": [0, 0, 0, 5]}]), "non-positive size"),
     (_dataset(annotations=[{"id": 5, "image_id": 7, "category_id": 3, "bbox": [0, 0, 5]}]), "expected bbox \\[x, y, w, h\\]"),
     (_dataset(images=[{"id": 1, "file_name": "a"}, {"id": 1, "file_name": "b"}], annotations=[]), "duplicate image id 1"),
     (_dataset(categories=[{"id": 1, "name": "x"}, {"id": 2, "name": "x"}], annotations=[]), "'x' appears twice"),
+    # rules that were revet data check's only (one reader now): duplicate category and annotation ids
+    (_dataset(categories=[{"id": 3, "name": "x"}, {"id": 3, "name": "y"}], annotations=[]), "categories\\[1\\]: duplicate category id 3"),
+    (_dataset(annotations=[{"id": 5, "image_id": 7, "category_id": 3, "bbox": [0, 0, 1, 1]}] * 2),
+     "annotations\\[1\\] \\(id 5\\): duplicate annotation id 5"),
 ])
 def test_bad_input_is_named(tmp_path, data, message):
     p = tmp_path / "bad.json"

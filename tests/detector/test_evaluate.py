@@ -16,7 +16,7 @@ import pytest
 from rasterio.windows import Window
 
 from detector import raster
-from detector.datasets.coco import read_coco
+from detector.labels.coco import read_coco
 from detector.evaluate import compare_metrics, evaluate_model, evaluate_tiles, run_evaluation
 from detector.runner import Detector
 from detector.spec import ModelSpec

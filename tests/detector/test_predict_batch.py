@@ -418,3 +418,20 @@ def test_outputs_carry_qgis_styles(fake_model, scenes, tmp_path):
     single = tmp_path / "all.gpkg"
     predict_files(fake_model, scenes[:2], single, min_score=0.01)
     assert (tmp_path / "all.qml").exists()
+
+
+def test_progress_line_has_megapixels_rate_and_stages():
+    """#12: megapixels done and MP/s, seconds per stage, and an ETA from megapixels once the
+    job's total is known (the Ray engine knows it after planning)."""
+    import io
+
+    buf = io.StringIO()
+    p = Progress(4, stream=buf, every=0.0)
+    p.t0 -= 10.0
+    p.update(1, "a.tif", megapixels=20.0, stages={"read": 1.5, "infer": 7.25, "merge": 0.1})
+    p.total_megapixels = 100.0
+    p.update(2, "b.tif", megapixels=50.0)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[1/4] 25%") and " 20.0 MP 2.00 MP/s " in lines[0]
+    assert "ETA 0:00:30" in lines[0] and "read 1.5s infer 7.2s merge 0.1s a.tif" in lines[0]
+    assert " 5.00 MP/s " in lines[1] and "ETA 0:00:10" in lines[1]  # 50 MP left at 5 MP/s

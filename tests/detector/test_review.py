@@ -184,7 +184,7 @@ def test_styles_sidecar_and_layer_styles_for_predict_outputs(tmp_path):
 
 
 def test_review_cli_help_and_no_torch():
-    code = ("import sys, argparse; from detector.review_cli import add_review_command, add_from_review_command;"
+    code = ("import sys, argparse; from detector.review_cli import add_review_command; from detector.datasets.data_cli import add_from_review_command;"
             "p = argparse.ArgumentParser(); s = p.add_subparsers(); add_review_command(s);"
             "import detector.review, detector.review.server;"
             "assert 'torch' not in sys.modules, 'review imports torch'")

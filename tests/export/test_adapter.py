@@ -1,7 +1,7 @@
 """The fixed-output export adapters reproduce torchvision's eval path, and export to ONNX.
 
 Weights are re-drawn with large variance so that scores are distinct (random heads start with
-near-equal scores, and ties make NMS and top-k order arbitrary, see FACTS.md).
+near-equal scores, and ties make NMS and top-k order arbitrary).
 """
 import numpy as np
 import pytest

@@ -90,7 +90,7 @@ def test_val_grid_default_layout(report, run_dir):
 
 def test_val_grid_draws_n_tiles_and_both_box_styles(run_dir, synth_small, tmp_path):
     """A hand-made EvalRun (no model): 3 tiles drawn, true boxes green, predictions magenta."""
-    from detector.datasets.coco import read_coco
+    from detector.labels.coco import read_coco
     from detector.evaluate import EvalRun, Source
     from detector.metrics import ImageEval
     from detector.report import DET_COLOUR, GT_COLOUR

@@ -266,3 +266,20 @@ def _body_modules(model):
     for stage in W.split_backbone(model):
         for m in stage:
             yield from m.modules()
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 4, 8])
+def test_band_adaptation_keeps_the_response_to_a_flat_image(bands):
+    """One rule (models.adapt_input_conv) for new models and loaded weights: the sum over input
+    bands of each filter is kept, so a flat image gives the same response; one band is the sum
+    of the RGB filters (timm's adapt_input_conv), and shared bands keep their filters."""
+    from detector.train.models import adapt_input_conv
+
+    w = torch.randn(16, 3, 7, 7, generator=torch.Generator().manual_seed(0))
+    out = adapt_input_conv(w, bands)
+    assert out.shape == (16, bands, 7, 7)
+    torch.testing.assert_close(out.sum(1), w.sum(1))
+    if bands == 1:
+        torch.testing.assert_close(out[:, 0], w.sum(1))
+    if bands >= 3:
+        torch.testing.assert_close(out[:, :3], w * 3 / bands)
