@@ -1,7 +1,7 @@
 """The main job on built-in synthetic data: synth -> train -> export -> predict -> evaluate.
 
 Training fine-tunes the shipped base model ``revet-base`` (:mod:`detector.zoo`) on freshly
-generated tiles of the demo's seed, for at most ``FINE_TUNE_STEPS`` steps or ``minutes``;
+generated tiles of the demo's seed, for at most ``FINE_TUNE["steps"]`` steps or ``minutes``;
 ``from_scratch=True`` (``revet demo --from-scratch``) trains a new model for ``minutes`` instead.
 
 Everything lands in one folder::
