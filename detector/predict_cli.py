@@ -45,24 +45,27 @@ examples:
 """
 
 
+def _checked_by(parse):
+    """An argparse ``type`` that keeps the text but refuses what ``parse`` raises ValueError on."""
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    return check
+
+
 def _device(text: str) -> str:
     from detector.backends import parse_device
 
-    try:
-        parse_device(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+    return _checked_by(parse_device)(text)
 
 
 def _shard(text: str) -> str:
     from detector.predict import parse_shard
 
-    try:
-        parse_shard(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+    return _checked_by(parse_shard)(text)
 
 
 def add_predict_command(subparsers) -> None:
