@@ -107,6 +107,10 @@ class Detector:
     """A model plus the rules to apply it. ``backend.run`` does the maths (ONNX Runtime, or
     PyTorch for checkpoints); everything else here is numpy and rasterio."""
 
+    #: join fragments of one object after the merge across windows (:func:`tiling.join_fragments`);
+    #: False only to measure what the join does (benchmarks/bench_fragments.py)
+    join_fragments: bool = True
+
     def __init__(self, backend, spec: ModelSpec) -> None:
         self.backend = backend
         self.spec = spec
@@ -159,7 +163,8 @@ class Detector:
 
     def merge_parts(self, parts, width: int, height: int, n_windows: int) -> Detections:
         """The windows' detections (:class:`WindowPart`, any order; windows with nothing left out)
-        -> the scene's, merged across overlaps (:func:`tiling.merge_windows`) and sorted by score.
+        -> the scene's, merged across overlaps (:func:`tiling.merge_windows`), fragments of one
+        object joined (:func:`tiling.join_fragments`) and sorted by score.
 
         Parts are taken in window order whatever order they came in, so any engine (one
         process, shards, Ray workers finishing in any order) gets the same result. Boxes in grid
@@ -176,10 +181,15 @@ class Detector:
             boxes, scores, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
             wids, trunc = np.zeros(0, int), np.zeros(0, bool)
         keep = tiling.merge_windows(boxes, scores, labels, wids, trunc, iou=self.spec.nms_iou)
-        order = keep[np.argsort(-scores[keep], kind="stable")]
-        return Detections(boxes[order].astype(np.float32), scores[order].astype(np.float32), labels[order],
-                          self.spec.classes, width=width, height=height,
-                          extra={"windows": n_windows, "truncated": trunc[order]})
+        # one box per object: pieces and collinear fragments of one confident object joined
+        if self.join_fragments:
+            jb, js, jl, src, _ = tiling.join_fragments(boxes[keep], scores[keep], labels[keep],
+                                                       min_score=self.spec.score_threshold)
+        else:
+            src = np.argsort(-scores[keep], kind="stable")  # indices into keep
+            jb, js, jl = boxes[keep][src].astype(np.float32), scores[keep][src].astype(np.float32), labels[keep][src]
+        return Detections(jb, js, jl, self.spec.classes, width=width, height=height,
+                          extra={"windows": n_windows, "truncated": trunc[keep][src]})
 
     def _keep(self, boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray, thr: float) -> np.ndarray:
         """(N,) bool: above ``thr``, a proper box, and mostly on valid pixels of its window."""

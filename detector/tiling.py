@@ -10,7 +10,9 @@ suppressed greedily per class, preferring untruncated detections, then higher sc
 detections from different windows are duplicates when their IoU exceeds ``iou`` or when the
 smaller one lies mostly (``containment``) inside the larger one (a cut-off piece of the same
 object). An object no larger than the overlap is seen whole in at least one window, so it is
-reported exactly once, with its whole-object box.
+reported exactly once, with its whole-object box. Then fragments that survive (pieces inside
+a whole box of the same window, collinear parts of a long shelter at IoU 0.25-0.5) are joined
+into one box per object (:func:`join_fragments`).
 """
 from __future__ import annotations
 
@@ -131,3 +133,114 @@ def merge_windows(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, win
         contained = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-12)
         suppressed[rest[(ious > iou) | (contained > containment)]] = True
     return np.asarray(keep, np.int64)
+
+
+def join_fragments(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, min_score: float = 0.0,
+                   containment: float = 0.7, along: float = 0.25, across: float = 0.8, elongation: float = 2.0,
+                   max_rounds: int = 8):
+    """One box per object: join same-class boxes that are parts of one object.
+
+    Runs after the per-window NMS and :func:`merge_windows`, on the scene's detections (boxes
+    (N, 4) xyxy scene pixels, scores (N,), labels (N,)). Two boxes of one class are parts of
+    one object when
+
+    - the smaller lies mostly (``containment`` of its area) inside the larger: the larger box
+      is kept, with the higher of the two scores; or
+    - they are collinear fragments of an elongated object, end to end along x (or y): they
+      overlap along that axis by at least ``along`` of the shorter one's length, their extents
+      across it agree (the overlap is at least ``across`` of the thinner one's width), and
+      their union is elongated along it (length / width at least ``elongation``): their
+      union, with the higher score.
+
+    Distinct objects side by side are offset across the joining axis, and distinct compact
+    objects that touch make no elongated union, so they stay apart. Repeats until nothing
+    joins (at most ``max_rounds``). Only boxes scoring at least ``min_score`` (the operating
+    threshold) take part: weaker candidates of a high-recall pass are returned as the model
+    gave them, and never reshape a confident box. Returns ``(boxes, scores, labels, source, joined)``: the new
+    arrays sorted by score, ``source`` (N',) the input index of each output's highest-scoring
+    part and ``joined`` (N',) how many input boxes each output box stands for.
+    """
+    b_all = np.asarray(boxes, np.float64).reshape(-1, 4)
+    s_all = np.asarray(scores, np.float64)
+    lab_all = np.asarray(labels)
+    weak = np.where(s_all < min_score)[0]
+    strong = np.where(s_all >= min_score)[0]
+    b, s, lab = b_all[strong].copy(), s_all[strong].copy(), lab_all[strong].copy()
+    count = np.ones(len(b), np.int64)
+    src = strong.copy()
+    for _ in range(max_rounds):
+        if len(b) < 2:
+            break
+        order = np.argsort(-s, kind="stable")
+        b, s, lab, count, src = b[order], s[order], lab[order], count[order], src[order]
+        i, j = _touching_pairs(b)
+        keep = lab[i] == lab[j]
+        i, j = i[keep], j[keep]
+        bi, bj = b[i], b[j]
+        area = box_area(b)
+        ox = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
+        oy = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
+        ux = np.maximum(bi[:, 2], bj[:, 2]) - np.minimum(bi[:, 0], bj[:, 0])
+        uy = np.maximum(bi[:, 3], bj[:, 3]) - np.minimum(bi[:, 1], bj[:, 1])
+        min_w = np.maximum(np.minimum(bi[:, 2] - bi[:, 0], bj[:, 2] - bj[:, 0]), 1e-12)
+        min_h = np.maximum(np.minimum(bi[:, 3] - bi[:, 1], bj[:, 3] - bj[:, 1]), 1e-12)
+        inter = np.clip(ox, 0, None) * np.clip(oy, 0, None)
+        contained = inter / np.maximum(np.minimum(area[i], area[j]), 1e-12) > containment
+        in_x = (ox >= along * min_w) & (oy >= across * min_h) & (ux >= elongation * uy)
+        in_y = (oy >= along * min_h) & (ox >= across * min_w) & (uy >= elongation * ux)
+        part = contained | in_x | in_y
+        if not part.any():
+            break
+        parts: dict[int, list[tuple[int, bool]]] = {}
+        for a_, b_, c_ in zip(i[part], j[part], contained[part]):  # a_ < b_: a_ scores higher
+            parts.setdefault(int(a_), []).append((int(b_), bool(c_)))
+        used = np.zeros(len(b), bool)
+        nb, ns, nl, nc, ni = [], [], [], [], []
+        for k in range(len(b)):  # highest score first: each box absorbs its unused parts
+            if used[k]:
+                continue
+            used[k] = True
+            box, n = b[k].copy(), count[k]
+            for m, inside in parts.get(k, ()):
+                if used[m]:
+                    continue
+                used[m] = True
+                if inside:  # one lies in the other: keep the larger box
+                    if area[m] > box_area(box):
+                        box = b[m].copy()
+                else:
+                    box = np.array([min(box[0], b[m, 0]), min(box[1], b[m, 1]),
+                                    max(box[2], b[m, 2]), max(box[3], b[m, 3])])
+                n += count[m]
+            nb.append(box), ns.append(s[k]), nl.append(lab[k]), nc.append(n), ni.append(src[k])
+        b, s, lab = np.array(nb), np.array(ns), np.array(nl)
+        count, src = np.array(nc, np.int64), np.array(ni, np.int64)
+    b = np.concatenate([b.reshape(-1, 4), b_all[weak]])
+    s, lab = np.concatenate([s, s_all[weak]]), np.concatenate([lab, lab_all[weak]])
+    src, count = np.concatenate([src, weak]), np.concatenate([count, np.ones(len(weak), np.int64)])
+    order = np.argsort(-s, kind="stable")
+    return (b[order].astype(np.float32), s[order].astype(np.float32), lab[order].astype(np.int64),
+            src[order], count[order])
+
+
+def _touching_pairs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) with i < j of the xyxy boxes ``b`` (N, 4) that intersect (positive area).
+
+    Boxes that intersect have centres closer (per axis) than the largest box side, so only
+    pairs a k-d tree finds within that Chebyshev distance are tested: memory grows with the
+    number of neighbours, not with N squared."""
+    from scipy.spatial import cKDTree
+
+    if len(b) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    centres = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
+    reach = float(np.max(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])))
+    pairs = cKDTree(centres).query_pairs(max(reach, 1e-6), p=np.inf, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i, j = pairs.min(axis=1), pairs.max(axis=1)
+    ox = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
+    oy = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
+    hit = (ox > 0) & (oy > 0)
+    order = np.lexsort((j[hit], i[hit]))
+    return i[hit][order].astype(np.int64), j[hit][order].astype(np.int64)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from detector import tiling
 
@@ -47,3 +48,49 @@ def test_valid_fraction_counts_pixel_centres_in_each_box():
     f = tiling.valid_fraction(boxes, valid)
     np.testing.assert_allclose(f, [0.5, 1.0, 0.0, 2 / 3, 1.0, 0.0])
     assert tiling.valid_fraction(np.zeros((0, 4), np.float32), valid).shape == (0,)
+
+
+def _join(boxes, scores, labels):
+    return tiling.join_fragments(np.array(boxes, np.float32), np.array(scores, np.float32), np.array(labels))
+
+
+def test_collinear_fragments_of_a_long_shelter_become_one_box():
+    # a 200 x 40 px shelter reported as two end-to-end pieces overlapping by 60 px (IoU 0.29)
+    b, s, lab, src, n = _join([[100, 50, 230, 90], [170, 52, 300, 91]], [0.8, 0.9], [2, 2])
+    assert len(b) == 1 and n.tolist() == [2] and lab.tolist() == [2]
+    np.testing.assert_allclose(b[0], [100, 50, 300, 91])
+    assert s[0] == pytest.approx(0.9) and src.tolist() == [1]  # the higher-scoring part leads
+
+
+def test_a_piece_inside_the_whole_object_is_dropped_for_the_whole():
+    # the piece scores higher than the whole box: the whole box is kept, with the piece's score
+    b, s, _, _, n = _join([[10, 10, 60, 40], [0, 0, 200, 50]], [0.9, 0.7], [0, 0])
+    np.testing.assert_allclose(b, [[0, 0, 200, 50]])
+    assert s.tolist() == pytest.approx([0.9]) and n.tolist() == [2]
+
+
+def test_distinct_neighbours_and_other_classes_stay_apart():
+    boxes = [[0, 0, 200, 40], [0, 30, 200, 70],      # parallel shelters side by side: IoU 0.14
+             [300, 0, 360, 60], [340, 5, 400, 65],   # two bunkers overlapping by a third: union not long
+             [500, 0, 600, 40], [540, 0, 640, 40]]   # collinear, but of other classes
+    b, _, lab, _, n = _join(boxes, [0.9, 0.8, 0.9, 0.8, 0.9, 0.8], [2, 2, 0, 0, 1, 2])
+    assert len(b) == 6 and n.tolist() == [1] * 6
+
+
+def test_three_pieces_join_over_rounds_and_nothing_is_lost():
+    b, _, _, _, n = _join([[0, 0, 120, 40], [90, 0, 210, 40], [180, 0, 300, 40]], [0.9, 0.8, 0.7], [1, 1, 1])
+    np.testing.assert_allclose(b, [[0, 0, 300, 40]])
+    assert n.tolist() == [3]
+    assert len(_join(np.zeros((0, 4)), [], [])[0]) == 0
+
+
+def test_boxes_below_the_operating_threshold_are_left_as_the_model_gave_them():
+    # a confident piece inside a weak whole box, and a weak fragment beside a confident one
+    boxes = np.array([[10, 10, 60, 40], [0, 0, 200, 50], [300, 50, 430, 90], [370, 52, 500, 91]], np.float32)
+    scores = np.array([0.9, 0.2, 0.8, 0.3], np.float32)
+    b, s, _, src, n = tiling.join_fragments(boxes, scores, np.zeros(4, int), min_score=0.5)
+    assert len(b) == 4 and n.tolist() == [1] * 4
+    np.testing.assert_allclose(b, boxes[src])
+    assert s.tolist() == pytest.approx(sorted(scores.tolist(), reverse=True))
+    # the same boxes all above the floor join into two
+    assert len(tiling.join_fragments(boxes, scores, np.zeros(4, int), min_score=0.1)[0]) == 2
