@@ -16,9 +16,13 @@ Where the results go depends on ``out``:
 - **a folder** (anything else): one output per scene and format, ``OUT/<name>.geojson``,
   ``.gpkg``, ``.csv``, ``.coco.json`` (and ``<name>.quicklook.png``), ``<name>`` being the file's
   stem made unique in the job (``scene``, ``scene-2``, ...). Each file is written atomically;
-  after all of a scene's files are written, a line is appended to ``OUT/journal.jsonl``. With
-  ``resume=True`` scenes already in the journal whose files all exist are skipped, so a killed
-  job picks up where it stopped. At the end: ``OUT/coco_results.json`` (all scenes, for
+  after all of a scene's files are written, a line is appended to ``OUT/journal.jsonl`` with the
+  scene's source fingerprint (resolved path, size, mtime) and each output's SHA-256. With
+  ``resume=True`` a scene in the journal is skipped only when its files all exist, its source
+  is unchanged and each output still holds what the journal says (names are handed out by
+  input order, so another input list can give ``scene.geojson`` to another ``scene.tif``);
+  otherwise it is re-scored, with a log line saying why. So a killed job picks up where it
+  stopped. At the end: ``OUT/coco_results.json`` (all scenes, for
   ``coco``), ``OUT/all_detections.csv`` (for ``csv``) and ``OUT/summary.json``. A job holds
   ``OUT/.revet.lock`` while it runs: a second job into the same folder waits for it, and a
   start removes only the temporary files of processes that are gone.
@@ -252,8 +256,31 @@ def _hms(s: float) -> str:
 
 
 # ------------------------------------------------------------------ journal
+JOURNAL_HEADER = {"revet_journal": 1}  # first line: a new journal is never a zero-byte file
+
+
+def start_journal(path: Path) -> None:
+    """A new, empty journal (its header line only), written atomically and fsynced."""
+    atomic_write_text(path, json.dumps(JOURNAL_HEADER) + "\n")
+
+
+def source_fingerprint(path: Path | str) -> dict:
+    """What identifies a scene's source for ``--resume``: ``{"path", "size", "mtime_ns"}`` of the
+    resolved local file (symlinks followed); a GDAL path (``raster.is_gdal_path``) as given,
+    without size or time (not fetched). A missing file gives ``size`` None."""
+    if is_gdal_path(path):
+        return {"path": os.fspath(path), "size": None, "mtime_ns": None}
+    p = Path(path).resolve()
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p), "size": None, "mtime_ns": None}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def read_journal(path: Path) -> dict[str, dict]:
-    """Finished scenes by absolute source path. A torn last line (a killed write) is ignored."""
+    """Finished scenes by absolute source path (the last line of a scene wins). The header line
+    and a torn last line (a killed write) are ignored."""
     done: dict[str, dict] = {}
     if not path.exists():
         return done
@@ -284,11 +311,39 @@ def _scene_outputs(scene: Scene, formats: list[str], quicklook: bool) -> dict[st
     return outs
 
 
-def _is_done(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> bool:
-    if not entry or entry.get("name") != scene.name or entry.get("image_id") != scene.image_id:
-        return False
+def output_hashes(out: Path, outputs: dict[str, str]) -> dict[str, str]:
+    """SHA-256 of each output file (``outputs``: kind -> file name in ``out``), as journalled."""
+    return {k: sha256_file(out / v) for k, v in outputs.items()}
+
+
+def stale_reason(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> str | None:
+    """None when the journal ``entry`` proves ``scene`` done: same output names and image id,
+    every ``wanted`` output present with the SHA-256 the journal recorded, and the source file
+    unchanged (:func:`source_fingerprint`); else why it must be scored again."""
+    if not entry:
+        return "not in the journal"
+    if entry.get("name") != scene.name or entry.get("image_id") != scene.image_id:
+        return (f"its output name or image id changed ({entry.get('name')!r}, {entry.get('image_id')} "
+                f"-> {scene.name!r}, {scene.image_id})")
     have = entry.get("outputs", {})
-    return all(have.get(k) == v and (out / v).is_file() for k, v in wanted.items())
+    missing = [v for k, v in wanted.items() if have.get(k) != v or not (out / v).is_file()]
+    if missing:
+        return f"output {', '.join(missing)} missing"
+    hashes, src = entry.get("sha256"), entry.get("source_id")
+    if not isinstance(hashes, dict) or not isinstance(src, dict):
+        return "its journal line has no source fingerprint or output hashes (an older journal)"
+    now = source_fingerprint(scene.path)
+    if now != src:
+        changed = [k for k in ("path", "size", "mtime_ns") if now.get(k) != src.get(k)]
+        return f"the source changed since it was scored ({', '.join(changed)} differ)"
+    for k, v in wanted.items():
+        if hashes.get(k) != sha256_file(out / v):
+            return f"{v} no longer holds what this scene wrote there (SHA-256 differs from the journal's)"
+    return None
+
+
+def _is_done(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> bool:
+    return stale_reason(entry, scene, wanted, out) is None
 
 
 # ------------------------------------------------------------------ engines and shards
@@ -460,7 +515,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                 journal = read_journal(out / names["journal"])
             else:
                 atomic_write_text(job_path, json.dumps(job, indent=2))
-                atomic_write_text(out / names["journal"], "")
+                start_journal(out / names["journal"])
 
         order = {scene_key(s.path): i for i, s in enumerate(scenes)}
         results: list[tuple[Scene, Detections]] = []
@@ -469,9 +524,12 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         todo: list[Scene] = []
         for s in scenes:
             entry = journal.get(scene_key(s.path))
-            if not single and _is_done(entry, s, _scene_outputs(s, fmts, quicklook), out):
+            why = None if single else stale_reason(entry, s, _scene_outputs(s, fmts, quicklook), out)
+            if not single and why is None:
                 records.append({**entry, "resumed": True})
             else:
+                if entry is not None and why is not None:
+                    log.info("re-scoring %s: %s", s.path, why)
                 todo.append(s)
         if records:
             log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
@@ -491,6 +549,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             with contextlib.closing(scored):
                 for k, (s, r, err, seconds) in enumerate(scored, 1):
                     tw = time.monotonic()
+                    rec = None
                     if err is None:
                         try:
                             if single:
@@ -506,7 +565,16 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                                         style_output(out / wanted[f], qml)
                                 if quicklook:
                                     _quicklook(r, out / wanted["quicklook"], det)
-                        except Exception as e:  # one bad scene must not end a job of thousands
+                            rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name,
+                                   "image_id": s.image_id, "detections": len(r),
+                                   "windows": int(r.extra.get("windows", 0)), "width": r.width, "height": r.height}
+                            if not single:
+                                # after styling (which changes a GeoPackage): the bytes a resume checks
+                                rec.update(outputs=wanted, source_id=source_fingerprint(s.path),
+                                           sha256=output_hashes(out, wanted))
+                                rec["seconds"] = round(seconds + time.monotonic() - tw, 3)
+                                _append_line(out / names["journal"], rec)
+                        except Exception as e:  # one bad scene (or a full disk) must not end a job of thousands
                             err = e
                     if err is not None:
                         log.error("skipping %s: %s", s.path, err)
@@ -516,12 +584,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                     for stage, v in r.extra.get("seconds", {}).items():
                         stages[stage] = stages.get(stage, 0.0) + v
                     stages["write"] += time.monotonic() - tw
-                    rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
-                           "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
-                           "height": r.height, "seconds": round(seconds + time.monotonic() - tw, 3)}
-                    if not single:
-                        rec["outputs"] = _scene_outputs(s, fmts, quicklook)
-                        _append_line(out / names["journal"], rec)
+                    rec.setdefault("seconds", round(seconds + time.monotonic() - tw, 3))
                     records.append(rec)
                     tiles += rec["windows"]
                     pixels += r.width * r.height
