@@ -124,6 +124,16 @@ CASES = {
                            ValueError, "line 1: box has non-positive size w=0"),
     "YOLO box past the edge": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.95 0.5 0.2 0.2\n")),
                                ValueError, "extends outside the image"),
+    "YOLO class inf": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "inf 0.5 0.5 0.2 0.2\n")),
+                       ValueError, r"x\.txt: line 1: expected finite numbers 'class cx cy w h', got 'inf"),
+    "YOLO class nan": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.5 0.5 0.2 0.2\nnan 0.5 0.5 0.2 0.2\n")),
+                       ValueError, r"x\.txt: line 2: expected finite numbers"),
+    "YOLO NaN coordinate": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.5 nan 0.2 0.2\n")),
+                            ValueError, r"x\.txt: line 1: expected finite numbers"),
+    "YOLO class 1.5": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "1.5 0.5 0.5 0.2 0.2\n")),
+                       ValueError, r"x\.txt: line 1: class 1\.5 is not an integer class index \(0\.\.1\)"),
+    "YOLO negative class": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "-1 0.5 0.5 0.2 0.2\n")),
+                            ValueError, r"x\.txt: line 1: unknown class -1; the data YAML names classes 0\.\.1"),
     "YOLO text": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "bunker 0.5 0.5 0.2 0.2\n")),
                   ValueError, "expected numbers 'class cx cy w h'"),
     # -- VOC
@@ -145,6 +155,12 @@ CASES = {
                       ValueError, "feature 4: expected a Polygon or MultiPolygon .*got Point"),
     "GeoJSON without class": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(props={"type": "bunker"}, fid=2)])),
                               ValueError, "feature 2: has no 'class' attribute"),
+    "GeoJSON properties a list": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(), feat(props=[], fid=5)])),
+                                  ValueError, r"l\.geojson: feature 5: 'properties' must be a JSON object .*got list \[\]"),
+    "GeoJSON properties a string": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(props="bunker", fid=1)])),
+                                    ValueError, r"feature 1: 'properties' must be a JSON object .*got str 'bunker'"),
+    "GeoJSON feature not an object": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(), [1, 2]])),
+                                      ValueError, r"feature 1: expected a GeoJSON Feature object, got list"),
     "GeoJSON unknown CRS": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat()], crs="EPSG:999999")),
                             ValueError, "'crs' name 'EPSG:999999' is not a known CRS"),
     "labels in the wrong CRS": (lambda t: over_raster(t, geojson(t, [feat()])),  # UTM numbers read as lon/lat
@@ -191,3 +207,25 @@ def test_bad_input_gives_a_clear_error(tmp_path, name):
 
 def test_corpus_is_large_enough():
     assert len(CASES) >= 20
+
+
+CLI_CASES = {
+    # the command a user runs, the file it names, what the one line says
+    "YOLO class inf": (lambda t: ["data", "convert", str(yolo(t, "inf 0.5 0.5 0.2 0.2\n")[1]), "--to", "coco",
+                                  "--out", str(t / "o")], "labels/x.txt", "line 1: expected finite numbers"),
+    "GeoJSON properties []": (lambda t: ["data", "chip", str(tif(t / "r.tif")), "--labels",
+                                         str(geojson(t, [feat(props=[], fid=2)], crs="EPSG:32637")), "--out", str(t / "o")],
+                              "l.geojson", "feature 2: 'properties' must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_CASES))
+def test_bad_input_is_one_line_from_the_command_line(tmp_path, capsys, name):
+    from detector.cli import main
+
+    make, named, message = CLI_CASES[name]
+    rc = main(make(tmp_path))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert len(err) == 1 and err[0].startswith("error: ") and named in err[0] and message in err[0], err
+    assert "Traceback" not in "\n".join(err)
