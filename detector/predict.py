@@ -46,7 +46,7 @@ from typing import Sequence
 from detector.hashing import sha256_file
 from detector.outputs import (FORMATS, LOCK_FILE, atomic_write_text, check_writable, folder_lock, format_for_path,
                               parse_formats, remove_stale_temps, write_detections)
-from detector.raster import is_gdal_path, path_name
+from detector.raster import MAX_MEGAPIXELS, is_gdal_path, path_name
 from detector.runner import Detections, Detector
 from detector.styles import detection_qml, style_output
 
@@ -168,7 +168,8 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
     return scenes, cats
 
 
-def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: int = 8, threads=None) -> None:
+def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: int = 8, threads=None,
+                      max_megapixels=None) -> None:
     """Range-check a job's options once, before any scene: ValueError naming the option
     (``overlap`` is checked against ``spec.tile_size`` when a spec is given)."""
     import math
@@ -183,6 +184,8 @@ def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: in
         raise ValueError(f"--batch-size: expected at least 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads: expected at least 1 (omit it to use every core), got {threads}")
+    if max_megapixels is not None and not (isinstance(max_megapixels, (int, float)) and max_megapixels > 0):
+        raise ValueError(f"--max-megapixels: expected a positive number of megapixels, got {max_megapixels}")
 
 
 def category_ids_for(classes: Sequence[str], cats: dict[str, int]) -> list[int]:
@@ -400,14 +403,16 @@ def state_files(shard: tuple[int, int] | None) -> dict[str, str]:
             "lock": f".revet.{tag}.lock"}
 
 
-def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int):
+def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int,
+                  max_megapixels: float | None = MAX_MEGAPIXELS):
     """The single-process engine: scenes one after another, each read by one background thread
     while one ONNX Runtime session scores it (:meth:`Detector.predict_scene`). Yields
     ``(scene, detections, None, seconds)`` or ``(scene, None, error, seconds)``, in input order."""
     for s in scenes:
         ts = time.monotonic()
         try:
-            r = det.predict_scene(s.path, min_score=min_score, overlap=overlap, batch_size=batch_size)
+            r = det.predict_scene(s.path, min_score=min_score, overlap=overlap, batch_size=batch_size,
+                                  max_megapixels=max_megapixels)
         except Exception as e:  # one bad scene must not end a job of thousands
             yield s, None, e, time.monotonic() - ts
         else:
@@ -426,7 +431,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                   threads: int | None = None, quicklook: bool = False, progress: bool = False,
                   engine: str = "single", shard: str | tuple[int, int] | None = None,
                   address: str | None = None, actors: int | None = None,
-                  gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None) -> dict:
+                  gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None,
+                  max_megapixels: float | None = MAX_MEGAPIXELS) -> dict:
     """Score every input and write detections to ``out`` (a file or a folder; see the module
     docstring). Returns the job summary (also written to ``OUT/summary.json`` in folder mode).
 
@@ -437,7 +443,9 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     shard's share of the inputs (:func:`shard_scenes`), with its own journal, job, summary and
     lock (:func:`state_files`); the last shard to finish writes the job-wide files.
     ``device``: ``auto``, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]`` (a GPU asked for by name is
-    used or the job fails); ``trt_cache``: folder for TensorRT engines.
+    used or the job fails); ``trt_cache``: folder for TensorRT engines. ``max_megapixels``: a
+    scene larger than this (raster pixels / 1e6; None: no limit) is refused from its header,
+    before any of its windows is read, and listed as failed (:func:`raster.check_size`).
 
     Raises ValueError for job-level problems (unknown format, a format that contradicts the
     file name of ``out``, ``resume`` with a single-file ``out``, a resume whose model or settings
@@ -466,7 +474,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         fmts = parse_formats(formats)
 
     t0 = time.monotonic()
-    check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads)
+    check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads,
+                      max_megapixels=max_megapixels)
     parse_device(device)  # an unknown --device fails before the model is loaded
     check_writable(out, folder=not single)  # before any scene is scored, not at the final write
     options = {"trt_cache": trt_cache} if trt_cache is not None else {}
@@ -542,9 +551,10 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             scored = engine_ray.score_scenes(
                 det, model_file, todo, min_score=thr, overlap=ov, batch_size=batch_size, device=device,
                 threads=threads, actors=actors, gpus_per_actor=gpus_per_actor, trt_cache=trt_cache,
-                stats=engine_stats, progress=prog, session_info=ray_session)
+                stats=engine_stats, progress=prog, session_info=ray_session, max_megapixels=max_megapixels)
         else:
-            scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size)
+            scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size,
+                                   max_megapixels=max_megapixels)
         try:
             with contextlib.closing(scored):
                 for k, (s, r, err, seconds) in enumerate(scored, 1):

@@ -123,6 +123,47 @@ def pixel_size_m(crs, transform, width: int, height: int) -> float | None:
     return float((px + py) / 2 * m_per_unit)
 
 
+MAX_MEGAPIXELS = 20_000.0  # default refusal limit per raster (20 gigapixels, ~141k x 141k px)
+
+
+def check_size(path, width: int, height: int, max_megapixels: float | None, *, windows: int | None = None,
+               flag: str = "--max-megapixels") -> None:
+    """Raise ValueError naming the file when a ``width`` x ``height`` raster (pixels) is larger
+    than ``max_megapixels`` (None: no limit), saying its size, the ``windows`` it would take (if
+    given) and the flag that raises the limit. Called from the header, before any pixel is read:
+    a header can claim 10^6 x 10^6 px with no data behind it."""
+    mp = width * height / 1e6
+    if max_megapixels is not None and mp > max_megapixels:
+        win = f", about {windows:,} windows" if windows is not None else ""
+        raise ValueError(f"{path}: {width:,} x {height:,} pixels ({mp:,.0f} MP{win}) is above the limit of "
+                         f"{max_megapixels:,.0f} MP per raster; check the file, or pass {flag} "
+                         f"{int(np.ceil(mp))} to process it anyway")
+
+
+def sparse_empty(ds, window: Window) -> bool:
+    """True when ``window`` (raster pixels) lies wholly on blocks that a sparse GeoTIFF never
+    wrote (GDAL's TIFF metadata ``BLOCK_OFFSET_<x>_<y>`` is empty: GDAL reads them as nodata or
+    0), so it holds no data and can be skipped without reading. False for other formats, for a
+    window outside the raster, and when any block under it holds data. Band-interleaved files
+    are checked band by band; costs one metadata lookup per block, no pixel reads."""
+    if getattr(ds, "driver", None) != "GTiff":
+        return False
+    c0, r0 = max(int(np.floor(window.col_off)), 0), max(int(np.floor(window.row_off)), 0)
+    c1 = min(int(np.ceil(window.col_off + window.width)), ds.width)
+    r1 = min(int(np.ceil(window.row_off + window.height)), ds.height)
+    if c1 <= c0 or r1 <= r0:
+        return False
+    bh, bw = ds.block_shapes[0]
+    band_interleaved = ds.count > 1 and ds.interleaving == rasterio.enums.Interleaving.band
+    bands = range(1, ds.count + 1) if band_interleaved else (1,)
+    for by in range(r0 // bh, (r1 - 1) // bh + 1):
+        for bx in range(c0 // bw, (c1 - 1) // bw + 1):
+            for b in bands:
+                if ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=b):
+                    return False
+    return True
+
+
 def check_bands(path, count: int, bands) -> None:
     """Raise ValueError naming the file when ``bands`` (1-based) are not all present."""
     bad = [b for b in bands if not 1 <= b <= count]

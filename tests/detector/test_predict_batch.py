@@ -516,3 +516,43 @@ def test_outputs_and_journal_are_fsynced_before_their_rename(fake_model, scenes,
     assert len(s["failed"]) == 1
     journal = tmp_path / "out2" / "journal.jsonl"
     assert journal.stat().st_size > 0 and read_journal(journal) == {}
+
+
+def _sparse(path: Path, size: int, *, block: int = 4096, data_at=None) -> str:
+    """A tiled GeoTIFF of ``size`` x ``size`` px whose blocks are never written (sparse), except
+    one block of brightness 150 at ``data_at`` (col, row of its corner, pixels) if given."""
+    from affine import Affine
+    from rasterio.windows import Window
+
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+                       blockxsize=block, blockysize=block, sparse_ok=True, crs="EPSG:32637",
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as d:
+        if data_at is not None:
+            d.write(np.full((3, block, block), 150, np.uint8), window=Window(*data_at, block, block))
+    return str(path)
+
+
+def test_huge_header_refused_before_any_window(fake_model, tmp_path, capsys):
+    """A header claiming 10^6 x 10^6 px (no blocks written) is refused from the header, with its
+    size, window count and the flag that raises the limit, instead of facing ~20 M windows."""
+    huge = _sparse(tmp_path / "huge.tif", 10**6)
+    t0 = time.monotonic()
+    rc = main(["predict", str(fake_model), huge, "--out", str(tmp_path / "o"), "--no-progress"])
+    assert time.monotonic() - t0 < 60 and rc == 2
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    (err,) = [f["error"] for f in summary["failed"]]
+    assert huge in err and "1,000,000 x 1,000,000 pixels (1,000,000 MP, about" in err
+    assert "windows) is above the limit of 20,000 MP" in err and "--max-megapixels 1000000" in err
+    assert not list((tmp_path / "o").glob("huge*.geojson"))
+    # the limit is the flag's: a 9 MP scene is refused under 5 MP and scored under 10
+    mid = _sparse(tmp_path / "mid.tif", 3000, block=256, data_at=(512, 512))
+    s = predict_files(fake_model, [mid], tmp_path / "o5", min_score=0.01, max_megapixels=5)
+    assert "above the limit of 5 MP" in s["failed"][0]["error"]
+    rc = main(["predict", str(fake_model), mid, "--out", str(tmp_path / "o10"), "--min-score", "0.01",
+               "--max-megapixels", "10", "--no-progress"])
+    assert rc == 0
+    # windows on blocks never written are skipped unread: only those over the one written block score
+    s = json.loads((tmp_path / "o10" / "summary.json").read_text())
+    assert 0 < s["detections"] < 3 * s["tiles"]
+    assert main(["predict", str(fake_model), mid, "--out", str(tmp_path / "ox"), "--max-megapixels", "-1"]) == 1
+    assert "--max-megapixels: expected a positive number" in capsys.readouterr().err
