@@ -104,13 +104,22 @@ def add_predict_command(subparsers) -> None:
     r.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
                    help="refuse a scene larger than this many megapixels, from its header, before reading it "
                         "(default %.0f: a header can claim 10^6 x 10^6 px with no data behind it)" % 20_000)
+    r.add_argument("--allow-network", action="store_true",
+                   help="let local VRT inputs read network sources (http://, /vsicurl/, /vsis3/ ...); without it "
+                        "only inputs that are network paths themselves are fetched")
     r.add_argument("--quicklook", action="store_true", help="also write a PNG of each scene with its boxes")
     r.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     r.set_defaults(func=run_predict)
 
 
 def run_predict(a) -> int:
+    import os
+
     from detector.predict import predict_files
+    from detector.raster import ALLOW_NETWORK_ENV
+
+    if getattr(a, "allow_network", False):
+        os.environ[ALLOW_NETWORK_ENV] = "1"  # read by raster.open_raster here and in Ray workers started after
 
     summary = predict_files(a.model, a.inputs, a.out, min_score=a.min_score, device=a.device,
                             batch_size=a.batch_size, overlap=a.overlap, formats=a.formats,
