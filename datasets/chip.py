@@ -16,8 +16,9 @@ least ``min_fraction`` of it lies inside the raster; so every object inside the 
 in at least one tile. Features wholly outside the raster are ignored.
 
 Tiles: a tile with no boxes is an empty tile; a seeded fraction ``keep_empty`` of them is kept
-as negatives (the rest are not read at all). Tiles whose pixels are all nodata (nodata value,
-internal mask or alpha band) are skipped.
+as negatives (the rest are not read at all). Tiles on blocks a sparse GeoTIFF never wrote are
+skipped unread, and tiles whose pixels are all nodata (nodata value, internal mask or alpha
+band) are skipped. A raster whose header claims more than ``max_megapixels`` is refused.
 
 Memory: the labels are loaded once and assigned to tiles with array arithmetic over the regular
 tile grid; pixels are read one tile window at a time (never the whole raster) with GDAL's block
@@ -36,7 +37,7 @@ from rasterio.windows import Window
 from detector.labels import ImageRecord, LabelSet
 from detector.labels.coco import write_coco
 from detector.labels.vector import boxes_on_raster, class_index, overlap_error, read_vector
-from detector.raster import open_raster, raster_info, read_window
+from detector.raster import MAX_MEGAPIXELS, check_size, open_raster, raster_info, read_window, sparse_empty
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +150,14 @@ def _unique_stems(rasters: list[Path]) -> list[str]:
 def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile_size: int = 512,
          overlap: int = 64, keep_empty: float = 0.1, class_field: str = "class",
          classes: list[str] | None = None, min_fraction: float = 0.5, seed: int = 0,
-         layer=None, cache_mb: int = 128) -> dict:
+         layer=None, cache_mb: int = 128, max_megapixels: float | None = MAX_MEGAPIXELS) -> dict:
     """Chip ``rasters`` (paths) with vector ``labels`` into ``out_dir`` (see module docstring).
 
     ``classes``: class list of the output (default: sorted names found in the labels; features of
     other classes raise). Raises ValueError when the labels overlap none of the rasters (wrong
-    CRS), when a raster has no CRS, or for bad arguments. Returns a summary dict: tiles written,
+    CRS), when a raster has no CRS or is larger than ``max_megapixels`` (megapixels; None: no
+    limit; checked from every header before any tile is written), or for bad arguments. Tiles on
+    blocks a sparse GeoTIFF never wrote are skipped unread (counted as nodata tiles). Returns a summary dict: tiles written,
     empty tiles kept, nodata tiles skipped, objects per class, objects outside every raster.
     """
     if isinstance(rasters, (str, os.PathLike)):
@@ -180,6 +183,8 @@ def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile
     for raster in rasters:
         with open_raster(raster) as ds:
             info = raster_info(ds)
+        n_tiles = len(tile_starts(info.width, tile_size, overlap)) * len(tile_starts(info.height, tile_size, overlap))
+        check_size(raster, info.width, info.height, max_megapixels, windows=n_tiles)
         placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=raster)
         seen |= placed.inside
         # tiles take the unclipped boxes: the min_fraction rule measures the whole object
@@ -206,6 +211,9 @@ def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile
                         if hit is None and not rng.random() < keep_empty:
                             continue
                         win = Window(x, y, min(tile_size, info.width), min(tile_size, info.height))
+                        if sparse_empty(ds, win):  # blocks never written: no data, nothing to read
+                            n_nodata += 1
+                            continue
                         image, valid = read_window(ds, win, bands)
                         if not valid.any():
                             n_nodata += 1

@@ -18,7 +18,8 @@ def _chip(a) -> int:
     summary = chip(a.rasters, a.labels, a.out, tile_size=a.tile_size, overlap=a.overlap,
                    keep_empty=a.keep_empty, class_field=a.class_field,
                    classes=a.classes.split(",") if a.classes else None,
-                   min_fraction=a.min_fraction, seed=a.seed, layer=a.layer)
+                   min_fraction=a.min_fraction, seed=a.seed, layer=a.layer,
+                   **({"max_megapixels": a.max_megapixels} if a.max_megapixels else {}))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -72,6 +73,8 @@ def add_data_commands(subparsers) -> None:
                    help="keep a box cut by a tile edge when this fraction of it is inside")
     k.add_argument("--layer", help="layer of a multi-layer GeoPackage")
     k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
+                   help="refuse a raster larger than this many megapixels, from its header (default 20000)")
     k.set_defaults(func=_chip)
 
     v = sub.add_parser("check", help="validate and summarise a dataset; exit 1 on errors")

@@ -117,7 +117,15 @@ def parse_label_file(txt: Path, n_classes: int, width: int, height: int,
                            f"'class x1 y1 x2 y2 x3 y3 ...'), got {len(vals)}: {line.strip()!r}")
             continue
         cls = vals[0]
-        if cls != int(cls) or not 0 <= cls < n_classes:
+        if not np.isfinite(vals).all():  # float() takes 'inf' and 'nan'; int(inf) would raise
+            report_problem(on_error, txt, item, f"expected finite numbers 'class cx cy w h', got "
+                           f"{line.strip()!r}")
+            continue
+        if cls != int(cls):
+            report_problem(on_error, txt, item, f"class {parts[0]} is not an integer class index "
+                           f"(0..{n_classes - 1})")
+            continue
+        if not 0 <= cls < n_classes:
             report_problem(on_error, txt, item, f"unknown class {parts[0]}; the data YAML names "
                            f"classes 0..{n_classes - 1}")
             continue

@@ -41,6 +41,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from detector import raster
 from detector.runner import GDAL_CACHE_MB, Detections, Detector, ScenePlan, WindowPart, read_scene_window
 
 log = logging.getLogger("revet.ray")
@@ -270,7 +271,8 @@ def session(address: str | None):
 def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score: float, overlap: int,
                  batch_size: int, device: str = "auto", threads: int | None = None, actors: int | None = None,
                  gpus_per_actor: float | None = None, trt_cache=None, stats: dict | None = None,
-                 progress=None, session_info: dict | None = None) -> Iterator[tuple]:
+                 progress=None, session_info: dict | None = None,
+                 max_megapixels: float | None = raster.MAX_MEGAPIXELS) -> Iterator[tuple]:
     """Score ``scenes`` (``predict.Scene``) with Ray Data; yields ``(scene, detections, None,
     seconds)`` or ``(scene, None, error, seconds)`` as scenes complete (any order), like the
     single-process engine. ``seconds``: from the scene's first window read to its merge.
@@ -312,7 +314,8 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
     t0 = time.monotonic()
     plans: dict[int, _Pending] = {}
     with ThreadPoolExecutor(PLAN_THREADS) as pool_ex:
-        futures = [(s, pool_ex.submit(det.plan_scene, s.path, overlap=overlap)) for s in scenes]
+        futures = [(s, pool_ex.submit(det.plan_scene, s.path, overlap=overlap,
+                                                 max_megapixels=max_megapixels)) for s in scenes]
         for s, fut in futures:
             try:
                 plans[len(plans)] = _Pending(s, fut.result())

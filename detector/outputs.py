@@ -11,8 +11,8 @@ Formats (``FORMATS`` maps each to its file suffix):
   scene CRS (``map_xmin .. map_ymax``, ``crs``), ``lon``/``lat`` of the box centre.
 - ``coco``: COCO results JSON, a list of ``{image_id, category_id, bbox [x, y, w, h], score}``.
 
-Every write is atomic (temporary file in the same folder, then ``os.replace``), so a killed job
-never leaves half a file.
+Every write is atomic (temporary file in the same folder, fsynced, then ``os.replace``, then the
+folder fsynced), so a killed job or a lost machine never leaves half a file or an empty one.
 """
 from __future__ import annotations
 
@@ -52,11 +52,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp = path.with_name(temp_name(path.name))
     try:
         write(tmp)
+        # data on disk before the rename: after a crash or power loss the name holds the old
+        # file or the whole new one, never a renamed but empty (or partly written) one
+        fsync_path(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    fsync_path(path.parent, folder=True)  # the rename itself
     return path
+
+
+def fsync_path(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Flush a file's data (or, ``folder=True``, a folder's entries: renames) to disk. A folder
+    that cannot be opened or synced (some platforms and network file systems) is left as is."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if folder:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -16,9 +16,13 @@ Where the results go depends on ``out``:
 - **a folder** (anything else): one output per scene and format, ``OUT/<name>.geojson``,
   ``.gpkg``, ``.csv``, ``.coco.json`` (and ``<name>.quicklook.png``), ``<name>`` being the file's
   stem made unique in the job (``scene``, ``scene-2``, ...). Each file is written atomically;
-  after all of a scene's files are written, a line is appended to ``OUT/journal.jsonl``. With
-  ``resume=True`` scenes already in the journal whose files all exist are skipped, so a killed
-  job picks up where it stopped. At the end: ``OUT/coco_results.json`` (all scenes, for
+  after all of a scene's files are written, a line is appended to ``OUT/journal.jsonl`` with the
+  scene's source fingerprint (resolved path, size, mtime) and each output's SHA-256. With
+  ``resume=True`` a scene in the journal is skipped only when its files all exist, its source
+  is unchanged and each output still holds what the journal says (names are handed out by
+  input order, so another input list can give ``scene.geojson`` to another ``scene.tif``);
+  otherwise it is re-scored, with a log line saying why. So a killed job picks up where it
+  stopped. At the end: ``OUT/coco_results.json`` (all scenes, for
   ``coco``), ``OUT/all_detections.csv`` (for ``csv``) and ``OUT/summary.json``. A job holds
   ``OUT/.revet.lock`` while it runs: a second job into the same folder waits for it, and a
   start removes only the temporary files of processes that are gone.
@@ -42,7 +46,7 @@ from typing import Sequence
 from detector.hashing import sha256_file
 from detector.outputs import (FORMATS, LOCK_FILE, atomic_write_text, check_writable, folder_lock, format_for_path,
                               parse_formats, remove_stale_temps, write_detections)
-from detector.raster import is_gdal_path, path_name
+from detector.raster import MAX_MEGAPIXELS, is_gdal_path, path_name
 from detector.runner import Detections, Detector
 from detector.styles import detection_qml, style_output
 
@@ -164,7 +168,8 @@ def collect_scenes(inputs: Sequence[str | os.PathLike]) -> tuple[list[Scene], di
     return scenes, cats
 
 
-def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: int = 8, threads=None) -> None:
+def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: int = 8, threads=None,
+                      max_megapixels=None) -> None:
     """Range-check a job's options once, before any scene: ValueError naming the option
     (``overlap`` is checked against ``spec.tile_size`` when a spec is given)."""
     import math
@@ -179,6 +184,8 @@ def check_job_options(spec=None, *, min_score=None, overlap=None, batch_size: in
         raise ValueError(f"--batch-size: expected at least 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads: expected at least 1 (omit it to use every core), got {threads}")
+    if max_megapixels is not None and not (isinstance(max_megapixels, (int, float)) and max_megapixels > 0):
+        raise ValueError(f"--max-megapixels: expected a positive number of megapixels, got {max_megapixels}")
 
 
 def category_ids_for(classes: Sequence[str], cats: dict[str, int]) -> list[int]:
@@ -252,8 +259,31 @@ def _hms(s: float) -> str:
 
 
 # ------------------------------------------------------------------ journal
+JOURNAL_HEADER = {"revet_journal": 1}  # first line: a new journal is never a zero-byte file
+
+
+def start_journal(path: Path) -> None:
+    """A new, empty journal (its header line only), written atomically and fsynced."""
+    atomic_write_text(path, json.dumps(JOURNAL_HEADER) + "\n")
+
+
+def source_fingerprint(path: Path | str) -> dict:
+    """What identifies a scene's source for ``--resume``: ``{"path", "size", "mtime_ns"}`` of the
+    resolved local file (symlinks followed); a GDAL path (``raster.is_gdal_path``) as given,
+    without size or time (not fetched). A missing file gives ``size`` None."""
+    if is_gdal_path(path):
+        return {"path": os.fspath(path), "size": None, "mtime_ns": None}
+    p = Path(path).resolve()
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p), "size": None, "mtime_ns": None}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def read_journal(path: Path) -> dict[str, dict]:
-    """Finished scenes by absolute source path. A torn last line (a killed write) is ignored."""
+    """Finished scenes by absolute source path (the last line of a scene wins). The header line
+    and a torn last line (a killed write) are ignored."""
     done: dict[str, dict] = {}
     if not path.exists():
         return done
@@ -284,11 +314,39 @@ def _scene_outputs(scene: Scene, formats: list[str], quicklook: bool) -> dict[st
     return outs
 
 
-def _is_done(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> bool:
-    if not entry or entry.get("name") != scene.name or entry.get("image_id") != scene.image_id:
-        return False
+def output_hashes(out: Path, outputs: dict[str, str]) -> dict[str, str]:
+    """SHA-256 of each output file (``outputs``: kind -> file name in ``out``), as journalled."""
+    return {k: sha256_file(out / v) for k, v in outputs.items()}
+
+
+def stale_reason(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> str | None:
+    """None when the journal ``entry`` proves ``scene`` done: same output names and image id,
+    every ``wanted`` output present with the SHA-256 the journal recorded, and the source file
+    unchanged (:func:`source_fingerprint`); else why it must be scored again."""
+    if not entry:
+        return "not in the journal"
+    if entry.get("name") != scene.name or entry.get("image_id") != scene.image_id:
+        return (f"its output name or image id changed ({entry.get('name')!r}, {entry.get('image_id')} "
+                f"-> {scene.name!r}, {scene.image_id})")
     have = entry.get("outputs", {})
-    return all(have.get(k) == v and (out / v).is_file() for k, v in wanted.items())
+    missing = [v for k, v in wanted.items() if have.get(k) != v or not (out / v).is_file()]
+    if missing:
+        return f"output {', '.join(missing)} missing"
+    hashes, src = entry.get("sha256"), entry.get("source_id")
+    if not isinstance(hashes, dict) or not isinstance(src, dict):
+        return "its journal line has no source fingerprint or output hashes (an older journal)"
+    now = source_fingerprint(scene.path)
+    if now != src:
+        changed = [k for k in ("path", "size", "mtime_ns") if now.get(k) != src.get(k)]
+        return f"the source changed since it was scored ({', '.join(changed)} differ)"
+    for k, v in wanted.items():
+        if hashes.get(k) != sha256_file(out / v):
+            return f"{v} no longer holds what this scene wrote there (SHA-256 differs from the journal's)"
+    return None
+
+
+def _is_done(entry: dict | None, scene: Scene, wanted: dict[str, str], out: Path) -> bool:
+    return stale_reason(entry, scene, wanted, out) is None
 
 
 # ------------------------------------------------------------------ engines and shards
@@ -345,14 +403,16 @@ def state_files(shard: tuple[int, int] | None) -> dict[str, str]:
             "lock": f".revet.{tag}.lock"}
 
 
-def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int):
+def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int,
+                  max_megapixels: float | None = MAX_MEGAPIXELS):
     """The single-process engine: scenes one after another, each read by one background thread
     while one ONNX Runtime session scores it (:meth:`Detector.predict_scene`). Yields
     ``(scene, detections, None, seconds)`` or ``(scene, None, error, seconds)``, in input order."""
     for s in scenes:
         ts = time.monotonic()
         try:
-            r = det.predict_scene(s.path, min_score=min_score, overlap=overlap, batch_size=batch_size)
+            r = det.predict_scene(s.path, min_score=min_score, overlap=overlap, batch_size=batch_size,
+                                  max_megapixels=max_megapixels)
         except Exception as e:  # one bad scene must not end a job of thousands
             yield s, None, e, time.monotonic() - ts
         else:
@@ -371,7 +431,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                   threads: int | None = None, quicklook: bool = False, progress: bool = False,
                   engine: str = "single", shard: str | tuple[int, int] | None = None,
                   address: str | None = None, actors: int | None = None,
-                  gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None) -> dict:
+                  gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None,
+                  max_megapixels: float | None = MAX_MEGAPIXELS) -> dict:
     """Score every input and write detections to ``out`` (a file or a folder; see the module
     docstring). Returns the job summary (also written to ``OUT/summary.json`` in folder mode).
 
@@ -382,7 +443,9 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     shard's share of the inputs (:func:`shard_scenes`), with its own journal, job, summary and
     lock (:func:`state_files`); the last shard to finish writes the job-wide files.
     ``device``: ``auto``, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]`` (a GPU asked for by name is
-    used or the job fails); ``trt_cache``: folder for TensorRT engines.
+    used or the job fails); ``trt_cache``: folder for TensorRT engines. ``max_megapixels``: a
+    scene larger than this (raster pixels / 1e6; None: no limit) is refused from its header,
+    before any of its windows is read, and listed as failed (:func:`raster.check_size`).
 
     Raises ValueError for job-level problems (unknown format, a format that contradicts the
     file name of ``out``, ``resume`` with a single-file ``out``, a resume whose model or settings
@@ -411,7 +474,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         fmts = parse_formats(formats)
 
     t0 = time.monotonic()
-    check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads)
+    check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads,
+                      max_megapixels=max_megapixels)
     parse_device(device)  # an unknown --device fails before the model is loaded
     check_writable(out, folder=not single)  # before any scene is scored, not at the final write
     options = {"trt_cache": trt_cache} if trt_cache is not None else {}
@@ -460,7 +524,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                 journal = read_journal(out / names["journal"])
             else:
                 atomic_write_text(job_path, json.dumps(job, indent=2))
-                atomic_write_text(out / names["journal"], "")
+                start_journal(out / names["journal"])
 
         order = {scene_key(s.path): i for i, s in enumerate(scenes)}
         results: list[tuple[Scene, Detections]] = []
@@ -469,9 +533,12 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         todo: list[Scene] = []
         for s in scenes:
             entry = journal.get(scene_key(s.path))
-            if not single and _is_done(entry, s, _scene_outputs(s, fmts, quicklook), out):
+            why = None if single else stale_reason(entry, s, _scene_outputs(s, fmts, quicklook), out)
+            if not single and why is None:
                 records.append({**entry, "resumed": True})
             else:
+                if entry is not None and why is not None:
+                    log.info("re-scoring %s: %s", s.path, why)
                 todo.append(s)
         if records:
             log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
@@ -484,13 +551,15 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             scored = engine_ray.score_scenes(
                 det, model_file, todo, min_score=thr, overlap=ov, batch_size=batch_size, device=device,
                 threads=threads, actors=actors, gpus_per_actor=gpus_per_actor, trt_cache=trt_cache,
-                stats=engine_stats, progress=prog, session_info=ray_session)
+                stats=engine_stats, progress=prog, session_info=ray_session, max_megapixels=max_megapixels)
         else:
-            scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size)
+            scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size,
+                                   max_megapixels=max_megapixels)
         try:
             with contextlib.closing(scored):
                 for k, (s, r, err, seconds) in enumerate(scored, 1):
                     tw = time.monotonic()
+                    rec = None
                     if err is None:
                         try:
                             if single:
@@ -506,7 +575,16 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                                         style_output(out / wanted[f], qml)
                                 if quicklook:
                                     _quicklook(r, out / wanted["quicklook"], det)
-                        except Exception as e:  # one bad scene must not end a job of thousands
+                            rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name,
+                                   "image_id": s.image_id, "detections": len(r),
+                                   "windows": int(r.extra.get("windows", 0)), "width": r.width, "height": r.height}
+                            if not single:
+                                # after styling (which changes a GeoPackage): the bytes a resume checks
+                                rec.update(outputs=wanted, source_id=source_fingerprint(s.path),
+                                           sha256=output_hashes(out, wanted))
+                                rec["seconds"] = round(seconds + time.monotonic() - tw, 3)
+                                _append_line(out / names["journal"], rec)
+                        except Exception as e:  # one bad scene (or a full disk) must not end a job of thousands
                             err = e
                     if err is not None:
                         log.error("skipping %s: %s", s.path, err)
@@ -516,12 +594,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                     for stage, v in r.extra.get("seconds", {}).items():
                         stages[stage] = stages.get(stage, 0.0) + v
                     stages["write"] += time.monotonic() - tw
-                    rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
-                           "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width,
-                           "height": r.height, "seconds": round(seconds + time.monotonic() - tw, 3)}
-                    if not single:
-                        rec["outputs"] = _scene_outputs(s, fmts, quicklook)
-                        _append_line(out / names["journal"], rec)
+                    rec.setdefault("seconds", round(seconds + time.monotonic() - tw, 3))
                     records.append(rec)
                     tiles += rec["windows"]
                     pixels += r.width * r.height

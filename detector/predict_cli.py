@@ -101,13 +101,25 @@ def add_predict_command(subparsers) -> None:
                    help="score only shard K of N of the inputs (job arrays); folder --out")
     r.add_argument("--resume", action="store_true",
                    help="skip scenes a killed earlier run of this job already finished (folder --out)")
+    r.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
+                   help="refuse a scene larger than this many megapixels, from its header, before reading it "
+                        "(default %.0f: a header can claim 10^6 x 10^6 px with no data behind it)" % 20_000)
+    r.add_argument("--allow-network", action="store_true",
+                   help="let local VRT inputs read network sources (http://, /vsicurl/, /vsis3/ ...); without it "
+                        "only inputs that are network paths themselves are fetched")
     r.add_argument("--quicklook", action="store_true", help="also write a PNG of each scene with its boxes")
     r.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     r.set_defaults(func=run_predict)
 
 
 def run_predict(a) -> int:
+    import os
+
     from detector.predict import predict_files
+    from detector.raster import ALLOW_NETWORK_ENV
+
+    if getattr(a, "allow_network", False):
+        os.environ[ALLOW_NETWORK_ENV] = "1"  # read by raster.open_raster here and in Ray workers started after
 
     summary = predict_files(a.model, a.inputs, a.out, min_score=a.min_score, device=a.device,
                             batch_size=a.batch_size, overlap=a.overlap, formats=a.formats,
@@ -115,7 +127,8 @@ def run_predict(a) -> int:
                             progress=not a.no_progress, engine=getattr(a, "engine", "single"),
                             shard=getattr(a, "shard", None), address=getattr(a, "address", None),
                             actors=getattr(a, "actors", None), gpus_per_actor=getattr(a, "gpus_per_actor", None),
-                            trt_cache=getattr(a, "trt_cache", None))
+                            trt_cache=getattr(a, "trt_cache", None),
+                            **({"max_megapixels": a.max_megapixels} if getattr(a, "max_megapixels", None) else {}))
     brief = {k: v for k, v in summary.items() if k != "scenes"}
     print(json.dumps(brief, indent=2))
     if summary["failed"]:

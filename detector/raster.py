@@ -47,6 +47,62 @@ def is_gdal_path(path: str | os.PathLike) -> bool:
     return s.startswith("/vsi") or bool(_URL.match(s))
 
 
+# GDAL file systems and URL schemes that reach the network (file:// and /vsimem/ etc. do not)
+_NETWORK = re.compile(r"/vsi(?:curl|s3|gs|az|adls|oss|swift|hdfs|webhdfs)(?:_streaming)?/"
+                      r"|(?<![A-Za-z0-9+.-])(?!file://)[A-Za-z][A-Za-z0-9+.-]*://", re.IGNORECASE)
+ALLOW_NETWORK_ENV = "REVET_ALLOW_NETWORK"  # "1": local VRTs may name network sources
+
+
+def is_network_path(path: str | os.PathLike) -> bool:
+    """True when a GDAL file name reaches the network: a ``/vsicurl/``, ``/vsis3/``, ... path or
+    a URL (``http://``, ``s3://``; not ``file://``), also nested (``/vsizip//vsicurl/...``)."""
+    return bool(_NETWORK.search(os.fspath(path)))
+
+
+def remote_sources(path: str | os.PathLike, *, _depth: int = 0) -> list[str]:
+    """Network file names (:func:`is_network_path`) that a local VRT file would make GDAL open:
+    any element text or attribute of the XML (``SourceFilename``, ``SourceDataset``, overviews,
+    masks), following the local VRTs it names (up to 8 deep). ``[]`` for a file that is not a
+    VRT or cannot be parsed (GDAL then reports it)."""
+    import xml.etree.ElementTree as ET
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
+            if not head.startswith(b"<VRTDataset") or p.stat().st_size > 64 * 2**20:
+                return []
+            root = ET.fromstring(head + f.read())
+    except (OSError, ET.ParseError):
+        return []
+    found: list[str] = []
+    for el in root.iter():
+        for value in [el.text or "", *el.attrib.values()]:
+            value = value.strip()
+            if is_network_path(value):
+                found.append(value)
+            elif el.tag == "SourceFilename" and value.lower().endswith(".vrt") and _depth < 8:
+                inner = p.parent / value if el.get("relativeToVRT") == "1" else Path(value)
+                if inner.is_file():
+                    found += remote_sources(inner, _depth=_depth + 1)
+    return list(dict.fromkeys(found))  # each source once, in the order named
+
+
+def check_offline(path: Path) -> None:
+    """Refuse a local raster file (a VRT) that names network sources, unless the environment
+    variable ``REVET_ALLOW_NETWORK=1`` allows them (``revet predict --allow-network``): Revet
+    reaches the network only for an input that is itself a network path."""
+    if os.environ.get(ALLOW_NETWORK_ENV) == "1":
+        return
+    remote = remote_sources(path)
+    if remote:
+        more = f" (and {len(remote) - 1} more)" if len(remote) > 1 else ""
+        raise ValueError(f"{path}: this local VRT reads the network source {remote[0]}{more}; Revet fetches "
+                         "data only for inputs that are network paths themselves (/vsicurl/, /vsis3/, "
+                         f"https://): give that source as the input, or allow it with --allow-network "
+                         f"({ALLOW_NETWORK_ENV}=1)")
+
+
 def as_path(path: str | os.PathLike) -> Path | str:
     """``Path(path)`` for a local file, the string itself for a GDAL path (:func:`is_gdal_path`)."""
     return os.fspath(path) if is_gdal_path(path) else Path(path)
@@ -63,13 +119,15 @@ def path_name(path: str | os.PathLike) -> str:
 def open_raster(path: str | os.PathLike):
     """Open an image with rasterio, raising a clear error naming the file when it cannot.
     GDAL paths (:func:`is_gdal_path`) are opened as given; GDAL fetches only the header and,
-    later, the blocks a read needs (HTTP range requests for ``/vsicurl/``)."""
+    later, the blocks a read needs (HTTP range requests for ``/vsicurl/``). A local file that
+    would reach the network (a VRT naming remote sources) is refused (:func:`check_offline`)."""
     path = as_path(path)
     if isinstance(path, Path):
         if not path.exists():
             raise FileNotFoundError(f"{path}: image file does not exist")
         if path.stat().st_size == 0:
             raise ValueError(f"{path}: image file is empty (0 bytes)")
+        check_offline(path)
     try:
         return rasterio.open(path)
     except RasterioIOError as e:
@@ -121,6 +179,47 @@ def pixel_size_m(crs, transform, width: int, height: int) -> float | None:
     except Exception:
         return None
     return float((px + py) / 2 * m_per_unit)
+
+
+MAX_MEGAPIXELS = 20_000.0  # default refusal limit per raster (20 gigapixels, ~141k x 141k px)
+
+
+def check_size(path, width: int, height: int, max_megapixels: float | None, *, windows: int | None = None,
+               flag: str = "--max-megapixels") -> None:
+    """Raise ValueError naming the file when a ``width`` x ``height`` raster (pixels) is larger
+    than ``max_megapixels`` (None: no limit), saying its size, the ``windows`` it would take (if
+    given) and the flag that raises the limit. Called from the header, before any pixel is read:
+    a header can claim 10^6 x 10^6 px with no data behind it."""
+    mp = width * height / 1e6
+    if max_megapixels is not None and mp > max_megapixels:
+        win = f", about {windows:,} windows" if windows is not None else ""
+        raise ValueError(f"{path}: {width:,} x {height:,} pixels ({mp:,.0f} MP{win}) is above the limit of "
+                         f"{max_megapixels:,.0f} MP per raster; check the file, or pass {flag} "
+                         f"{int(np.ceil(mp))} to process it anyway")
+
+
+def sparse_empty(ds, window: Window) -> bool:
+    """True when ``window`` (raster pixels) lies wholly on blocks that a sparse GeoTIFF never
+    wrote (GDAL's TIFF metadata ``BLOCK_OFFSET_<x>_<y>`` is empty: GDAL reads them as nodata or
+    0), so it holds no data and can be skipped without reading. False for other formats, for a
+    window outside the raster, and when any block under it holds data. Band-interleaved files
+    are checked band by band; costs one metadata lookup per block, no pixel reads."""
+    if getattr(ds, "driver", None) != "GTiff":
+        return False
+    c0, r0 = max(int(np.floor(window.col_off)), 0), max(int(np.floor(window.row_off)), 0)
+    c1 = min(int(np.ceil(window.col_off + window.width)), ds.width)
+    r1 = min(int(np.ceil(window.row_off + window.height)), ds.height)
+    if c1 <= c0 or r1 <= r0:
+        return False
+    bh, bw = ds.block_shapes[0]
+    band_interleaved = ds.count > 1 and ds.interleaving == rasterio.enums.Interleaving.band
+    bands = range(1, ds.count + 1) if band_interleaved else (1,)
+    for by in range(r0 // bh, (r1 - 1) // bh + 1):
+        for bx in range(c0 // bw, (c1 - 1) // bw + 1):
+            for b in bands:
+                if ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=b):
+                    return False
+    return True
 
 
 def check_bands(path, count: int, bands) -> None:

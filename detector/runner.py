@@ -35,6 +35,7 @@ log = logging.getLogger("revet.runner")
 GDAL_CACHE_MB = 64  # GDAL's block cache for scene reads (its default grows with RAM)
 BATCH_TILE = 512  # batch sizes are counted in windows of this size (see Detector.windows_per_batch)
 MIN_VALID_FRACTION = 0.5  # detections with less of their box on valid pixels are dropped
+LARGE_SCENE_WINDOWS = 10_000  # scenes of at least this many windows are announced (size, windows)
 
 
 @dataclass
@@ -246,13 +247,16 @@ class Detector:
 
     # ---------------------------------------------------------------- scenes
     def predict_scene(self, path: str | os.PathLike, *, min_score: float | None = None,
-                      overlap: int | None = None, batch_size: int = 8, resample: bool = True) -> Detections:
+                      overlap: int | None = None, batch_size: int = 8, resample: bool = True,
+                      max_megapixels: float | None = raster.MAX_MEGAPIXELS) -> Detections:
         """Score a raster of any size window by window. Boxes in the raster's pixels.
 
         When the raster's pixel size differs from the model's ``spec.gsd`` by more than 2 %
         (both known), windows are resampled to the model's pixel size (bilinear) and boxes
         mapped back, so objects appear at the size in pixels the model was trained on.
-        ``extra["seconds"]``: time spent reading, inferring (preprocessing included) and merging.
+        A raster larger than ``max_megapixels`` (None: no limit) is refused from its header
+        (:func:`raster.check_size`); windows on blocks a sparse GeoTIFF never wrote are skipped
+        unread (:func:`raster.sparse_empty`). ``extra["seconds"]``: time spent reading, inferring (preprocessing included) and merging.
         """
         path = raster.as_path(path)
         thr = self.spec.score_threshold if min_score is None else min_score
@@ -260,21 +264,22 @@ class Detector:
         # GDAL's block cache defaults to 5 % of RAM and would grow with the scene: cap it so
         # memory stays flat whatever the scene size.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
-            plan = self._plan(ds, path, ov, resample)
+            plan = self._plan(ds, path, ov, resample, max_megapixels)
             det = self._score_windows(_RasterSource(ds, self.spec.bands, plan.tile, plan.factor),
                                       plan.width, plan.height, thr, ov, batch_size)
         return self.finish_scene(det, plan)
 
     def plan_scene(self, path: str | os.PathLike, *, overlap: int | None = None,
-                   resample: bool = True) -> ScenePlan:
-        """Open ``path`` (header only), check its bands and dtype against the spec and return its
-        :class:`ScenePlan`; raises as :meth:`predict_scene` does for an unreadable raster."""
+                   resample: bool = True, max_megapixels: float | None = raster.MAX_MEGAPIXELS) -> ScenePlan:
+        """Open ``path`` (header only), check its bands, dtype and size against the spec and the
+        limit and return its :class:`ScenePlan`; raises as :meth:`predict_scene` does."""
         path = raster.as_path(path)
         ov = self.spec.overlap if overlap is None else overlap
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
-            return self._plan(ds, path, ov, resample)
+            return self._plan(ds, path, ov, resample, max_megapixels)
 
-    def _plan(self, ds, path, overlap: int, resample: bool) -> ScenePlan:
+    def _plan(self, ds, path, overlap: int, resample: bool,
+              max_megapixels: float | None = raster.MAX_MEGAPIXELS) -> ScenePlan:
         info = raster.raster_info(ds)
         raster.check_bands(path, ds.count, self.spec.bands)
         raster.check_dtype(path, info.dtype, self.spec.dtype)
@@ -283,6 +288,12 @@ class Detector:
         f = raster.resample_factor(info.gsd, self.spec.gsd) if resample else 1.0  # raster px per model px
         w, h = (ds.width, ds.height) if f == 1.0 else (int(np.ceil(ds.width / f)), int(np.ceil(ds.height / f)))
         t = self.spec.tile_size
+        # before the window list is built: a header claiming 10^6 x 10^6 px means ~20 M windows
+        n = len(tiling.window_starts(w, t, overlap)) * len(tiling.window_starts(h, t, overlap))
+        raster.check_size(path, ds.width, ds.height, max_megapixels, windows=n)
+        if n >= LARGE_SCENE_WINDOWS:
+            log.info("%s: %d x %d pixels (%.0f MP), %d windows of %d px", path, ds.width, ds.height,
+                     ds.width * ds.height / 1e6, n, t)
         return ScenePlan(path, w, h, t, tiling.scene_windows(w, h, t, overlap), f, ds.width, ds.height,
                          info.crs, info.transform)
 
@@ -323,10 +334,13 @@ def read_scene_window(ds, bands, tile: int, col: int, row: int, factor: float = 
     ``(tile, tile, C)`` raw pixels of the 1-based ``bands`` (padded past the raster's edge) and
     the ``(tile, tile)`` bool valid mask. With ``factor`` != 1 the grid is of model-size pixels,
     each ``factor`` raster pixels wide, read resampled (bilinear values, nearest mask)."""
-    if factor == 1.0:
-        return raster.read_window(ds, Window(col, row, tile, tile), bands)
     f = factor
-    return raster.read_window_resampled(ds, Window(col * f, row * f, tile * f, tile * f), bands, tile)
+    win = Window(col, row, tile, tile) if f == 1.0 else Window(col * f, row * f, tile * f, tile * f)
+    if raster.sparse_empty(ds, win):  # blocks never written: nothing to read (all invalid)
+        return np.zeros((tile, tile, len(bands)), ds.dtypes[bands[0] - 1]), np.zeros((tile, tile), bool)
+    if f == 1.0:
+        return raster.read_window(ds, win, bands)
+    return raster.read_window_resampled(ds, win, bands, tile)
 
 
 class _RasterSource:

@@ -103,6 +103,12 @@ def _geojson_crs(path: Path, data: dict):
         raise ValueError(f"{path}: 'crs' name {name!r} is not a known CRS ({e})") from None
 
 
+def _brief(value, n: int = 40) -> str:
+    """``repr(value)`` cut to ``n`` characters, for messages."""
+    r = repr(value)
+    return r if len(r) <= n else r[:n - 3] + "..."
+
+
 def _read_geojson(path: Path, class_field: str, on_error: OnError):
     try:
         data = json.loads(path.read_text())
@@ -116,10 +122,19 @@ def _read_geojson(path: Path, class_field: str, on_error: OnError):
     crs = _geojson_crs(path, data)
     items = []
     for i, f in enumerate(data["features"]):
-        fid = f.get("id", i) if isinstance(f, dict) else i
-        geom = f.get("geometry") if isinstance(f, dict) else None
-        props = (f.get("properties") or {}) if isinstance(f, dict) else {}
-        items.append((fid, geom, props.get(class_field), class_field in props))
+        if not isinstance(f, dict):
+            report_problem(on_error, path, f"feature {i}", f"expected a GeoJSON Feature object, "
+                           f"got {type(f).__name__} {_brief(f)}")
+            continue
+        fid = f.get("id", i)
+        props = f.get("properties")
+        if props is None:  # RFC 7946 allows null: no attributes, so no class (reported below)
+            props = {}
+        if not isinstance(props, dict):
+            report_problem(on_error, path, f"feature {fid}", f"'properties' must be a JSON object "
+                           f"(e.g. {{\"{class_field}\": \"bunker\"}}), got {type(props).__name__} {_brief(props)}")
+            continue
+        items.append((fid, f.get("geometry"), props.get(class_field), class_field in props))
     return crs, items, lambda g: _geojson_rings(g) if isinstance(g, dict) else ("null", [])
 
 

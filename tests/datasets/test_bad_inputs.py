@@ -27,6 +27,18 @@ def tif(path, *, crs="EPSG:32637", count=3, w=64, h=64):
     return path
 
 
+def sparse_tif(path, size, *, block=4096, data_at=None):
+    """A tiled ``size`` x ``size`` GeoTIFF whose blocks are never written (GDAL sparse), but for
+    one block of zeros at ``data_at`` (its corner, pixels) if given."""
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+                       blockxsize=block, blockysize=block, sparse_ok=True, crs="EPSG:32637",
+                       transform=Affine(1, 0, 500000, 0, -1, 4000000)) as d:
+        if data_at is not None:
+            from rasterio.windows import Window
+            d.write(np.ones((3, block, block), np.uint8), window=Window(*data_at, block, block))
+    return path
+
+
 def yolo(t, label="0 0.5 0.5 0.2 0.2\n", image=None, yaml_text="names: [bunker, shelter]\ntrain: images\n"):
     if image is None:
         tif(t / "images" / "x.tif")
@@ -124,6 +136,16 @@ CASES = {
                            ValueError, "line 1: box has non-positive size w=0"),
     "YOLO box past the edge": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.95 0.5 0.2 0.2\n")),
                                ValueError, "extends outside the image"),
+    "YOLO class inf": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "inf 0.5 0.5 0.2 0.2\n")),
+                       ValueError, r"x\.txt: line 1: expected finite numbers 'class cx cy w h', got 'inf"),
+    "YOLO class nan": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.5 0.5 0.2 0.2\nnan 0.5 0.5 0.2 0.2\n")),
+                       ValueError, r"x\.txt: line 2: expected finite numbers"),
+    "YOLO NaN coordinate": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "0 0.5 nan 0.2 0.2\n")),
+                            ValueError, r"x\.txt: line 1: expected finite numbers"),
+    "YOLO class 1.5": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "1.5 0.5 0.5 0.2 0.2\n")),
+                       ValueError, r"x\.txt: line 1: class 1\.5 is not an integer class index \(0\.\.1\)"),
+    "YOLO negative class": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "-1 0.5 0.5 0.2 0.2\n")),
+                            ValueError, r"x\.txt: line 1: unknown class -1; the data YAML names classes 0\.\.1"),
     "YOLO text": (lambda t: (lambda f: (f[0], t / "labels" / "x.txt"))(yolo(t, "bunker 0.5 0.5 0.2 0.2\n")),
                   ValueError, "expected numbers 'class cx cy w h'"),
     # -- VOC
@@ -145,6 +167,12 @@ CASES = {
                       ValueError, "feature 4: expected a Polygon or MultiPolygon .*got Point"),
     "GeoJSON without class": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(props={"type": "bunker"}, fid=2)])),
                               ValueError, "feature 2: has no 'class' attribute"),
+    "GeoJSON properties a list": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(), feat(props=[], fid=5)])),
+                                  ValueError, r"l\.geojson: feature 5: 'properties' must be a JSON object .*got list \[\]"),
+    "GeoJSON properties a string": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(props="bunker", fid=1)])),
+                                    ValueError, r"feature 1: 'properties' must be a JSON object .*got str 'bunker'"),
+    "GeoJSON feature not an object": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat(), [1, 2]])),
+                                      ValueError, r"feature 1: expected a GeoJSON Feature object, got list"),
     "GeoJSON unknown CRS": (lambda t: (lambda p: (lambda: read_vector(p), p))(geojson(t, [feat()], crs="EPSG:999999")),
                             ValueError, "'crs' name 'EPSG:999999' is not a known CRS"),
     "labels in the wrong CRS": (lambda t: over_raster(t, geojson(t, [feat()])),  # UTM numbers read as lon/lat
@@ -162,6 +190,10 @@ CASES = {
                              ValueError, r"overlap must be in \[0, tile_size=64\), got 64"),
     "chip unknown class": (lambda t: (lambda r: (lambda: chip(r, t / "l.geojson", t / "o", classes=["shelter"]), t / "l.geojson"))(
         (geojson(t, [feat(fid=3)], crs="EPSG:32637"), tif(t / "r.tif"))[1]), ValueError, r"feature 3: unknown class 'bunker'; expected one of \['shelter'\]"),
+    "chip a header of 10^6 x 10^6 px": (lambda t: (lambda r: (lambda: chip(r, geojson(t, [feat()], crs="EPSG:32637"), t / "o"), r))(
+        sparse_tif(t / "huge.tif", 10**6)),
+        ValueError, r"huge\.tif: 1,000,000 x 1,000,000 pixels \(1,000,000 MP, about [\d,]+ windows\) is above the limit "
+                    r"of 20,000 MP per raster; .*--max-megapixels 1000000"),
     # -- COCO of the wrong JSON types, absurd sizes, non-finite boxes, paths leaving the dataset
     "COCO file_name not a string": (lambda t: coco(t, images=[{"id": 1, "file_name": 123}]),
                                     ValueError, r"images\[0\]: 'file_name' must be a non-empty string, got 123"),
@@ -191,3 +223,43 @@ def test_bad_input_gives_a_clear_error(tmp_path, name):
 
 def test_corpus_is_large_enough():
     assert len(CASES) >= 20
+
+
+CLI_CASES = {
+    # the command a user runs, the file it names, what the one line says
+    "YOLO class inf": (lambda t: ["data", "convert", str(yolo(t, "inf 0.5 0.5 0.2 0.2\n")[1]), "--to", "coco",
+                                  "--out", str(t / "o")], "labels/x.txt", "line 1: expected finite numbers"),
+    "GeoJSON properties []": (lambda t: ["data", "chip", str(tif(t / "r.tif")), "--labels",
+                                         str(geojson(t, [feat(props=[], fid=2)], crs="EPSG:32637")), "--out", str(t / "o")],
+                              "l.geojson", "feature 2: 'properties' must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_CASES))
+def test_bad_input_is_one_line_from_the_command_line(tmp_path, capsys, name):
+    from detector.cli import main
+
+    make, named, message = CLI_CASES[name]
+    rc = main(make(tmp_path))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert len(err) == 1 and err[0].startswith("error: ") and named in err[0] and message in err[0], err
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_chip_skips_blocks_never_written_and_the_limit_is_a_flag(tmp_path, capsys):
+    """A sparse GeoTIFF (one block written of 256) chips to the tiles over that block only, not
+    to hundreds of blank ones; the size limit refuses it from the command line until raised."""
+    from detector.cli import main
+
+    r = sparse_tif(tmp_path / "s.tif", 4096, block=256, data_at=(0, 0))
+    labels = geojson(tmp_path, [feat()], crs="EPSG:32637")  # one object in the written block
+    s = chip(r, labels, tmp_path / "o", tile_size=256, overlap=0, keep_empty=1.0)
+    assert s["tiles"] == 1 and s["nodata_tiles_skipped"] == 255, s
+    assert len(list((tmp_path / "o" / "tiles").iterdir())) == 1
+    argv = ["data", "chip", str(r), "--labels", str(labels), "--out", str(tmp_path / "o2"), "--tile-size", "256"]
+    assert main(argv + ["--max-megapixels", "10"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(r) in err[0] and "above the limit of 10 MP" in err[0], err
+    assert not (tmp_path / "o2" / "dataset.json").exists()
+    assert main(argv + ["--max-megapixels", "20"]) == 0

@@ -142,7 +142,8 @@ def test_killed_job_resumes_to_the_same_outputs(fake_model, scenes, tmp_path):
     for name in a:
         assert a[name] == b[name], f"seed {seed}: {name} differs"
     assert not [p for p in job.iterdir() if p.name.startswith(".tmp.")]
-    journal = [json.loads(line) for line in (job / "journal.jsonl").read_text().splitlines() if line.strip()]
+    journal = [e for e in (json.loads(line) for line in (job / "journal.jsonl").read_text().splitlines()
+                           if line.strip()) if "key" in e]  # less the header line
     assert sorted(e["key"] for e in journal) == sorted(os.path.abspath(s) for s in scenes)  # no duplicates
     res = json.loads((job / "coco_results.json").read_text())
     keys = [(r["image_id"], r["category_id"], tuple(r["bbox"])) for r in res]
@@ -435,3 +436,123 @@ def test_progress_line_has_megapixels_rate_and_stages():
     assert lines[0].startswith("[1/4] 25%") and " 20.0 MP 2.00 MP/s " in lines[0]
     assert "ETA 0:00:30" in lines[0] and "read 1.5s infer 7.2s merge 0.1s a.tif" in lines[0]
     assert " 5.00 MP/s " in lines[1] and "ETA 0:00:10" in lines[1]  # 50 MP left at 5 MP/s
+
+
+def _scene(path: Path, value: int, size: int = 256) -> str:
+    """A north-up UTM GeoTIFF of one brightness (the fake model's scores follow it)."""
+    from affine import Affine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                       crs="EPSG:32637", transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as d:
+        d.write(np.full((3, size, size), value, np.uint8))
+    return str(path)
+
+
+def _sources(geojson: Path) -> set[str]:
+    return {f["properties"]["source"] for f in json.loads(geojson.read_text())["features"]}
+
+
+def test_resume_never_skips_a_scene_whose_output_holds_another_scenes(fake_model, tmp_path, caplog):
+    """Output names are handed out by input order: two ``scene.tif`` in different folders swap
+    ``scene.geojson`` between runs with other input lists. The journal's output hashes and
+    source fingerprints catch it: the scene is re-scored, with a log line saying why."""
+    a, b = _scene(tmp_path / "a" / "scene.tif", 60), _scene(tmp_path / "b" / "scene.tif", 200)
+    out = tmp_path / "out"
+    predict_files(fake_model, [a, b], out, min_score=0.01)            # a -> scene, b -> scene-2
+    assert _sources(out / "scene.geojson") == {a} and _sources(out / "scene-2.geojson") == {b}
+    s = predict_files(fake_model, [b], out, min_score=0.01, resume=True)  # b -> scene: overwrites a's file
+    assert s["scored"] == 1 and _sources(out / "scene.geojson") == {b}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="revet.predict"):
+        s = predict_files(fake_model, [a, b], out, min_score=0.01, resume=True)
+    # a's journal line names scene.geojson, which now holds b's detections: a is scored again
+    assert s["resumed"] == 0 and s["scored"] == 2, s
+    assert _sources(out / "scene.geojson") == {a} and _sources(out / "scene-2.geojson") == {b}
+    assert any("re-scoring" in r.message and a in r.message and "SHA-256" in r.message for r in caplog.records)
+    entry = read_journal(out / "journal.jsonl")[os.path.abspath(a)]
+    assert entry["source_id"]["path"] == str(Path(a).resolve()) and set(entry["sha256"]) == {"geojson"}
+    # an unchanged job resumes everything; a source rewritten in place is scored again
+    assert predict_files(fake_model, [a, b], out, min_score=0.01, resume=True)["resumed"] == 2
+    _scene(Path(b), 120, size=320)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="revet.predict"):
+        s = predict_files(fake_model, [a, b], out, min_score=0.01, resume=True)
+    assert s["resumed"] == 1 and s["scored"] == 1
+    assert any("re-scoring" in r.message and b in r.message and "source changed" in r.message
+               for r in caplog.records)
+
+
+def test_outputs_and_journal_are_fsynced_before_their_rename(fake_model, scenes, tmp_path, monkeypatch):
+    """Every output and state file reaches the disk before its name does (fsync of the
+    temporary file, then ``os.replace``), and a job whose every scene fails leaves a journal
+    that is not a zero-byte file."""
+    synced, order = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        order.append((os.fspath(src), os.path.abspath(src) in synced, os.fspath(dst)))
+        return real_replace(src, dst)
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to name an fsynced descriptor")
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    predict_files(fake_model, scenes[:1], out, formats="geojson,gpkg,csv,coco", min_score=0.01)
+    renamed = {Path(dst).name: ok for _, ok, dst in order}
+    assert {"job.json", "journal.jsonl", "summary.json", "coco_results.json", "all_detections.csv"} <= set(renamed)
+    assert all(renamed.values()), [name for name, ok in renamed.items() if not ok]
+    assert str(out.resolve()) in synced  # the folder too: the renames themselves
+    monkeypatch.undo()
+
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    s = predict_files(fake_model, [str(bad)], tmp_path / "out2", min_score=0.01)
+    assert len(s["failed"]) == 1
+    journal = tmp_path / "out2" / "journal.jsonl"
+    assert journal.stat().st_size > 0 and read_journal(journal) == {}
+
+
+def _sparse(path: Path, size: int, *, block: int = 4096, data_at=None) -> str:
+    """A tiled GeoTIFF of ``size`` x ``size`` px whose blocks are never written (sparse), except
+    one block of brightness 150 at ``data_at`` (col, row of its corner, pixels) if given."""
+    from affine import Affine
+    from rasterio.windows import Window
+
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+                       blockxsize=block, blockysize=block, sparse_ok=True, crs="EPSG:32637",
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as d:
+        if data_at is not None:
+            d.write(np.full((3, block, block), 150, np.uint8), window=Window(*data_at, block, block))
+    return str(path)
+
+
+def test_huge_header_refused_before_any_window(fake_model, tmp_path, capsys):
+    """A header claiming 10^6 x 10^6 px (no blocks written) is refused from the header, with its
+    size, window count and the flag that raises the limit, instead of facing ~20 M windows."""
+    huge = _sparse(tmp_path / "huge.tif", 10**6)
+    t0 = time.monotonic()
+    rc = main(["predict", str(fake_model), huge, "--out", str(tmp_path / "o"), "--no-progress"])
+    assert time.monotonic() - t0 < 60 and rc == 2
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    (err,) = [f["error"] for f in summary["failed"]]
+    assert huge in err and "1,000,000 x 1,000,000 pixels (1,000,000 MP, about" in err
+    assert "windows) is above the limit of 20,000 MP" in err and "--max-megapixels 1000000" in err
+    assert not list((tmp_path / "o").glob("huge*.geojson"))
+    # the limit is the flag's: a 9 MP scene is refused under 5 MP and scored under 10
+    mid = _sparse(tmp_path / "mid.tif", 3000, block=256, data_at=(512, 512))
+    s = predict_files(fake_model, [mid], tmp_path / "o5", min_score=0.01, max_megapixels=5)
+    assert "above the limit of 5 MP" in s["failed"][0]["error"]
+    rc = main(["predict", str(fake_model), mid, "--out", str(tmp_path / "o10"), "--min-score", "0.01",
+               "--max-megapixels", "10", "--no-progress"])
+    assert rc == 0
+    # windows on blocks never written are skipped unread: only those over the one written block score
+    s = json.loads((tmp_path / "o10" / "summary.json").read_text())
+    assert 0 < s["detections"] < 3 * s["tiles"]
+    assert main(["predict", str(fake_model), mid, "--out", str(tmp_path / "ox"), "--max-megapixels", "-1"]) == 1
+    assert "--max-megapixels: expected a positive number" in capsys.readouterr().err

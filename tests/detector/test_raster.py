@@ -131,3 +131,41 @@ def test_unreachable_gdal_path_is_a_named_failure(served, tmp_path):
     s = predict_files(model, [url], tmp_path / "out")
     assert s["scored"] == 0 and [f["path"] for f in s["failed"]] == [url]
     assert url in s["failed"][0]["error"]
+
+
+def _vrt(path: Path, source: str, size: int = 256, *, relative: bool = False) -> Path:
+    """A 3-band VRT of ``size`` px whose bands read ``source`` (GDAL's SimpleSource)."""
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="{int(relative)}">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
+        f'</SimpleSource></VRTRasterBand>' for b in (1, 2, 3))
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>EPSG:32637</SRS>'
+                    f'<GeoTransform>500000, 0.5, 0, 4000000, 0, -0.5</GeoTransform>{bands}</VRTDataset>')
+    return path
+
+
+@pytest.mark.parametrize("form", ["http", "vsicurl", "nested"])
+def test_local_vrt_with_a_network_source_is_refused_unfetched(served, tmp_path, caplog, monkeypatch, form):
+    """A local VRT naming an HTTP source (directly, through /vsicurl/, or through a local VRT it
+    names) is refused with a line naming the VRT and the source; the server sees no request.
+    ``--allow-network`` lets it through (and then the server is asked)."""
+    root, log, base = served
+    write_scene(root / "scene.tif", 256, seed=1)
+    model = write_peak_model(tmp_path / "peaks.onnx")
+    source = f"{base}/scene.tif" if form == "http" else f"/vsicurl/{base}/scene.tif"
+    vrt = _vrt(tmp_path / "in.vrt", source)
+    if form == "nested":
+        _vrt(tmp_path / "inner.vrt", source)
+        vrt = _vrt(tmp_path / "outer.vrt", "inner.vrt", relative=True)
+    monkeypatch.delenv(raster.ALLOW_NETWORK_ENV, raising=False)
+    with pytest.raises(ValueError, match=rf"{vrt}: this local VRT reads the network source "
+                                         rf"{source}; .*--allow-network"):
+        raster.open_raster(vrt)
+    rc = main(["predict", str(model), str(vrt), "--out", str(tmp_path / "o.geojson"), "--no-progress"])
+    assert rc == 2  # the scene failed, by name; the job's other scenes would have been scored
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert f"{vrt}: this local VRT reads the network source {source}" in line and "Traceback" not in caplog.text
+    assert not log.exists() or not log.read_text(), log.read_text()  # not one request
+    rc = main(["predict", str(model), str(vrt), "--out", str(tmp_path / "ok.geojson"), "--no-progress",
+               "--allow-network"])
+    assert rc == 0 and log.read_text()
