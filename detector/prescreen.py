@@ -8,9 +8,9 @@ The test, per window and per band, on the window's raw pixels and valid mask:
 
 1. Scale to the model's units, ``x01 = clip((raw - offset) / scale, 0, 1)`` (the spec's rule),
    so 8-bit, 16-bit and N-band imagery are judged in the units the network sees.
-2. Reduce resolution: means ``M`` of ``block`` x ``block`` pixel blocks over valid pixels only
-   (blocks with under ``min_block_valid`` of their pixels valid are left out). Averaging
-   ``block**2`` pixels divides sensor noise by ``block``.
+2. Reduce resolution: means ``M`` of ``block`` x ``block`` pixel blocks over valid pixels only,
+   sampling every ``step``-th pixel (blocks with under ``min_block_valid`` of their samples valid
+   are left out). Averaging ``(block / step)**2`` samples divides sensor noise by ``block / step``.
 3. Structure ``C``: the largest range of ``log(M + EPS)`` in any 3 x 3 neighbourhood of blocks
    (``3 * block`` pixels across), i.e. the strongest local *relative* contrast in the window.
    A target is a raised structure metres to tens of metres across (mound, berm, roof) lit by
@@ -18,9 +18,9 @@ The test, per window and per band, on the window's raw pixels and valid mask:
    cent at this scale, which one block neighbourhood anywhere in the window is enough to show.
    Log contrast does not change with gain (exposure, a 16-bit product's digital-number scale),
    and a gamma changes it by its exponent, which the margin below covers.
-4. Noise ``N``: the relative noise of one block mean, ``sigma / (block * (mean(M) + EPS))``
+4. Noise ``N``: the relative noise of one block mean, ``sigma / (block / step * (mean(M) + EPS))``
    with ``sigma`` the robust pixel noise (median absolute difference of horizontally adjacent
-   valid pixels / 0.954, which ignores edges and texture). Pure noise makes ``C`` about 7-9 N
+   valid samples / 0.954, which ignores edges and texture). Pure noise makes ``C`` about 7-9 N
    over a window's thousands of blocks, so noise alone is not taken for structure.
 
 The window may hold a target when any band has ``C >= min_contrast + noise_margin * N``; it is
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 EPS = 1e-3  # in model units (0..1): keeps log contrast finite on black pixels
-NOISE_ROW_STEP = 16  # every 16th row's adjacent-pixel differences estimate the noise
+NOISE_ROW_STEP = 8  # every 8th row (of the samples)'s adjacent-pixel differences estimate the noise
 _MAD_TO_SIGMA = 1.0 / (0.6745 * np.sqrt(2.0))  # median |a - b| of two N(0, s) samples -> s
 
 
@@ -52,6 +52,7 @@ class Prescreen:
 
     Attributes:
         block: side in model pixels of the blocks averaged for the reduced-resolution copy.
+        step: pixels between the samples averaged in a block (1: every pixel).
         min_contrast: smallest local log contrast (about a relative contrast: 0.04 = 4 %)
             that counts as structure, in model units.
         noise_margin: multiples of a block mean's relative noise added to ``min_contrast``.
@@ -59,13 +60,16 @@ class Prescreen:
     """
 
     block: int = 8
+    step: int = 2
     min_contrast: float = 0.04
     noise_margin: float = 6.0
     min_block_valid: float = 0.25
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.block, int) and self.block >= 2):
-            raise ValueError(f"Prescreen.block: expected an integer of at least 2 pixels, got {self.block!r}")
+        if not (isinstance(self.block, int) and isinstance(self.step, int) and self.step >= 1
+                and self.block >= 2 * self.step and self.block % self.step == 0):
+            raise ValueError(f"Prescreen: expected integers block >= 2 * step, step >= 1 dividing block, "
+                             f"got block={self.block!r}, step={self.step!r}")
         if not (self.min_contrast >= 0 and self.noise_margin >= 0 and 0 < self.min_block_valid <= 1):
             raise ValueError(f"Prescreen: expected min_contrast >= 0, noise_margin >= 0 and 0 < min_block_valid <= 1, "
                              f"got {self}")
@@ -77,8 +81,13 @@ class Prescreen:
         """tile ``(T, T, C)`` raw pixels (any dtype), valid ``(T, T)`` bool, offset/scale one
         value per band (the spec's) -> per band the structure ``C`` and the noise ``N`` (module
         docstring), each ``(C,)`` float64. A band with no usable block gives ``C = 0``."""
+        # the reduced copy samples every ``step``-th pixel of each block (step x step fewer
+        # pixels to touch; objects are tens of pixels across and imagery is blurred, so nothing
+        # a target shows is lost), then averages (block / step)**2 samples per block
+        st = self.step
+        tile, valid = tile[::st, ::st], valid[::st, ::st]
         h, w, nb = tile.shape
-        b = self.block
+        b = self.block // st
         off = np.asarray(offset, np.float64).reshape(-1)
         sc = np.asarray(scale, np.float64).reshape(-1)
         structure, noise = np.zeros(nb), np.zeros(nb)
@@ -105,12 +114,12 @@ class Prescreen:
         d = np.abs(sub[:, 1:] - sub[:, :-1])
         if not full:
             d = d[valid[::NOISE_ROW_STEP, :-1] & valid[::NOISE_ROW_STEP, 1:]]
-        d = d.reshape(-1, nb)
-        sigma = (np.median(d, axis=0) * _MAD_TO_SIGMA if len(d) else np.zeros(nb)) / (1.0 if clip else sc)
+        d = np.ascontiguousarray(d.reshape(-1, nb).T)  # (C, pairs): one partition per band row
+        sigma = (np.median(d, axis=1) * _MAD_TO_SIGMA if d.shape[1] else np.zeros(nb)) / (1.0 if clip else sc)
         for c in range(nb):
             mc = m[..., c]
             structure[c] = _max_local_range(np.log(np.maximum(mc, 0.0) + EPS), ok)
-            noise[c] = sigma[c] / (b * (float(mc[ok].mean()) + EPS))
+            noise[c] = sigma[c] / (b * (float(mc[ok].mean()) + EPS))  # b = sqrt(samples per block)
         return structure, noise
 
     def may_hold(self, tile: np.ndarray, valid: np.ndarray, spec) -> bool:
