@@ -45,8 +45,9 @@ class Detections:
 
     boxes (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the source image; scores (N,) float32;
     labels (N,) int64 indices into ``classes``. ``crs``/``transform`` are the source's (None
-    for plain images); ``path`` the source file; ``extra`` for scenes: ``windows`` (windows scored)
-    and ``truncated`` ((N,) bool: the box touches an interior window edge).
+    for plain images); ``path`` the source file; ``extra`` for scenes: ``windows`` (windows planned),
+    ``truncated`` ((N,) bool: the box touches an interior window edge) and the windows not scored
+    (``skipped``, ``skipped_nodata``, ``skip_fraction``, ``prescreen``: :func:`skip_extra`).
     """
 
     boxes: np.ndarray
