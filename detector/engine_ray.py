@@ -12,7 +12,8 @@ well as many small scenes do. Data flow (Ray Data, streaming, back-pressured)::
              (runner.read_scene_window), GDAL's block cache capped per worker (GDAL_CACHE_MB)
       ->     Detector actors (an actor pool of ``actors``, each one ONNX Runtime session with
              ``gpus_per_actor`` GPUs and ``threads`` threads): preprocess, infer, and the
-             per-window rules (Detector.prepare_batch, Detector.window_part)
+             per-window rules (Detector.skip_reason: nodata and the first pass, detector.prescreen;
+             Detector.prepare_batch, Detector.window_part)
       ->     driver: per scene, once all its windows are in, the same merge as one process
              (Detector.merge_parts, finish_scene); predict_files then writes the same atomic
              per-scene files and journal line, so --resume works the same way.
@@ -42,7 +43,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from detector import raster
-from detector.runner import GDAL_CACHE_MB, Detections, Detector, ScenePlan, WindowPart, read_scene_window
+from detector.prescreen import Prescreen
+from detector.runner import GDAL_CACHE_MB, Detections, Detector, ScenePlan, WindowPart, read_scene_window, skip_extra
 
 log = logging.getLogger("revet.ray")
 
@@ -153,12 +155,14 @@ class DetectorActor:
     ``__call__``: rows of :func:`read_windows` -> per window its kept detections in grid pixels
     as raw bytes (``boxes`` float32 (N, 4), ``scores`` float32 (N,), ``labels`` int64 (N,),
     ``truncated`` bool (N,)), plus timings (``t_infer`` seconds per row, ``actor_ready`` wall-clock
-    time the model was loaded), worker ids and the providers in use. Rows with an
-    error or no valid pixel are passed on without inference.
+    time the model was loaded), worker ids and the providers in use, and ``skip``: why the
+    window was not scored ('' scored; ``nodata``, ``screened``: :meth:`Detector.skip_reason` with
+    the first pass ``prescreen``, a :class:`~detector.prescreen.Prescreen` as a dict, or None).
+    Rows with an error or a skip reason are passed on without inference.
     """
 
     def __init__(self, model: list, model_name: str, device: str, threads: int | None,
-                 trt_cache: str | None, min_score: float, per_batch: int) -> None:
+                 trt_cache: str | None, min_score: float, per_batch: int, prescreen: dict | None = None) -> None:
         import ray
 
         from detector.backends import OnnxBackend
@@ -174,6 +178,7 @@ class DetectorActor:
         self.det = Detector(backend, backend.spec)
         self.thr = float(min_score)
         self.per = int(per_batch)
+        self.screen = Prescreen(**prescreen) if prescreen is not None else None
         self.providers = ",".join(backend.providers)
         self.ready = time.time()  # model loaded: the end of this actor's start-up
 
@@ -183,10 +188,15 @@ class DetectorActor:
         empty = np.zeros(0, np.uint8).tobytes()
         cols = {k: np.full(n, empty, dtype=object) for k in ("boxes", "scores", "labels", "truncated")}
         valid = batch["valid"].astype(bool)
-        # one model call per chunk of a scene's windows (Ray may hand over several blocks at once)
+        skip = np.full(n, "", dtype=object)
+        # one model call per chunk of a scene's windows (Ray may hand over several blocks at once),
+        # less the windows skipped: the same windows in the same call as in one process
         chunks: dict[tuple[int, int], list[int]] = {}
         for i in range(n):
-            if not batch["error"][i] and valid[i].any():
+            if batch["error"][i]:
+                continue
+            skip[i] = self.det.skip_reason(batch["tile"][i], valid[i], self.screen) or ""
+            if not skip[i]:
                 chunks.setdefault((int(batch["scene"][i]), int(batch["wid"][i]) // self.per), []).append(i)
         for todo in chunks.values():
             boxes, scores, labels = self.det.backend.run(
@@ -201,7 +211,7 @@ class DetectorActor:
                 cols["truncated"][i] = np.ascontiguousarray(p.truncated, bool).tobytes()
         t_infer = (time.perf_counter() - t0) / max(n, 1)
         out = {k: batch[k] for k in ("scene", "wid", "error", "t_read", "read_start", "read_pid", "read_rss", "node")}
-        out.update(cols, t_infer=np.full(n, t_infer), infer_pid=np.full(n, os.getpid()), actor_ready=np.full(n, self.ready),
+        out.update(cols, skip=skip, t_infer=np.full(n, t_infer), infer_pid=np.full(n, os.getpid()), actor_ready=np.full(n, self.ready),
                    infer_rss=np.full(n, _peak_rss_mb()), providers=np.full(n, self.providers, dtype=object))
         return out
 
@@ -214,6 +224,7 @@ class _Pending:
         self.scene, self.plan = scene, plan
         self.parts: list[WindowPart] = []
         self.seen: set[int] = set()
+        self.skipped: dict[str, int] = {}
         self.read = self.infer = 0.0
         self.start = math.inf
 
@@ -272,10 +283,12 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
                  batch_size: int, device: str = "auto", threads: int | None = None, actors: int | None = None,
                  gpus_per_actor: float | None = None, trt_cache=None, stats: dict | None = None,
                  progress=None, session_info: dict | None = None,
-                 max_megapixels: float | None = raster.MAX_MEGAPIXELS) -> Iterator[tuple]:
+                 max_megapixels: float | None = raster.MAX_MEGAPIXELS, skip: bool = True) -> Iterator[tuple]:
     """Score ``scenes`` (``predict.Scene``) with Ray Data; yields ``(scene, detections, None,
     seconds)`` or ``(scene, None, error, seconds)`` as scenes complete (any order), like the
     single-process engine. ``seconds``: from the scene's first window read to its merge.
+    ``skip``: the actors skip the windows ``det.prescreen`` finds certainly empty, as
+    :meth:`Detector.predict_scene` does (False: score every window with data).
 
     ``stats`` (filled in): ``first_read`` (this process's monotonic clock at the first window
     read, for throughput that leaves Ray's start-up out), ``providers`` and ``ray``: start-up
@@ -328,6 +341,7 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
         return
 
     per = det.windows_per_batch(batch_size)
+    screen = det.prescreen if skip else None
     cols: dict[str, list] = {k: [] for k in ("scene", "wid", "col", "row", "width", "height", "factor", "path")}
     for si, p in plans.items():
         for wid, (c, r) in enumerate(p.plan.windows):
@@ -360,7 +374,8 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
                        fn_constructor_kwargs={"model": [model_ref], "model_name": Path(model_file).name,
                                               "device": actor_device, "threads": pool["threads"],
                                               "trt_cache": None if trt_cache is None else str(trt_cache),
-                                              "min_score": min_score, "per_batch": per}))
+                                              "min_score": min_score, "per_batch": per,
+                                              "prescreen": screen.to_dict() if screen is not None else None}))
     workers: dict[tuple, dict] = {}
     providers: list[str] = []
     first = ready = math.inf
@@ -392,6 +407,9 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
                 kind_, _, msg = str(batch["error"][j]).partition(": ")
                 yield pend.scene, None, SceneError(kind_, msg), time.time() - pend.start
                 continue
+            if batch["skip"][j]:
+                why = str(batch["skip"][j])
+                pend.skipped[why] = pend.skipped.get(why, 0) + 1
             b = np.frombuffer(batch["boxes"][j], np.float32).reshape(-1, 4)
             if len(b):
                 pend.parts.append(WindowPart(wid, b, np.frombuffer(batch["scores"][j], np.float32),
@@ -399,7 +417,7 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
                                              np.frombuffer(batch["truncated"][j], bool)))
             if len(pend.seen) == len(pend.plan.windows):
                 del plans[si]
-                yield pend.scene, _merge(det, pend), None, time.time() - pend.start
+                yield pend.scene, _merge(det, pend, screen), None, time.time() - pend.start
         if math.isfinite(first):
             was = stats.get("first_read")
             stats["first_read"] = time.monotonic() - (time.time() - first)  # on this process's clock
@@ -416,9 +434,10 @@ def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score
     info["driver_peak_rss_mb"] = round(_peak_rss_mb(), 1)
 
 
-def _merge(det: Detector, pend: _Pending) -> Detections:
+def _merge(det: Detector, pend: _Pending, screen) -> Detections:
     t0 = time.perf_counter()
     plan = pend.plan
     r = det.finish_scene(det.merge_parts(pend.parts, plan.width, plan.height, len(plan.windows)), plan)
     r.extra["seconds"] = {"read": pend.read, "infer": pend.infer, "merge": time.perf_counter() - t0}
+    r.extra.update(skip_extra(len(plan.windows), pend.skipped, screen))
     return r

@@ -11,6 +11,11 @@ Formats (``FORMATS`` maps each to its file suffix):
   scene CRS (``map_xmin .. map_ymax``, ``crs``), ``lon``/``lat`` of the box centre.
 - ``coco``: COCO results JSON, a list of ``{image_id, category_id, bbox [x, y, w, h], score}``.
 
+Scene metadata (:func:`scene_metadata`: windows, windows skipped and the skip fraction, the first
+pass's settings) goes into GeoJSON as the foreign member ``revet`` (``{"scenes": [...]}``) and
+into the GeoPackage layer's metadata (``revet_scenes``, JSON); CSV and COCO results carry none
+(the batch journal and summary have it for every format).
+
 Every write is atomic (temporary file in the same folder, fsynced, then ``os.replace``, then the
 folder fsynced), so a killed job or a lost machine never leaves half a file or an empty one.
 """
@@ -269,10 +274,26 @@ def detection_features(det: Detections) -> list[dict]:
     return feats
 
 
+SCENE_KEYS = ("windows", "skipped", "skipped_nodata", "skip_fraction", "prescreen")
+
+
+def scene_metadata(dets: list[Detections]) -> list[dict]:
+    """Per scored scene (``extra`` holds ``windows``): ``source`` and ``SCENE_KEYS`` of its
+    ``extra`` (windows planned, windows not scored, of which all nodata, their fraction, the
+    first pass's settings or None: :func:`detector.runner.skip_extra`). Images scored whole
+    (no windows) are left out."""
+    return [{"source": str(d.path) if d.path else None, **{k: d.extra[k] for k in SCENE_KEYS if k in d.extra}}
+            for d in dets if "windows" in d.extra]
+
+
 def write_geojson(dets: list[Detections], path: str | os.PathLike) -> Path:
-    """One FeatureCollection holding the detections of all ``dets``."""
+    """One FeatureCollection holding the detections of all ``dets``; scene metadata
+    (:func:`scene_metadata`) in the foreign member ``revet``."""
     feats = [f for d in dets for f in detection_features(d)]
     doc: dict = {"type": "FeatureCollection", "features": feats}
+    meta = scene_metadata(dets)
+    if meta:
+        doc["revet"] = {"scenes": meta}
     if any(d.crs is None for d in dets if len(d)):
         doc["crs_note"] = "some sources had no CRS: their geometries are in pixel coordinates"
     return atomic_write_text(path, json.dumps(doc))
@@ -306,12 +327,15 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
             np.array(src, dtype=object)] + [np.ascontiguousarray(px_all[:, i]) for i in range(4)]
     geometry = np.empty(len(geoms), dtype=object)
     geometry[:] = geoms
+    meta = scene_metadata(dets)
+    layer_meta = {"revet_scenes": json.dumps(meta)} if meta else None
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():  # pyogrio warns when a layer has no CRS: intended here
             warnings.simplefilter("ignore", UserWarning)
             pyogrio.raw.write(tmp, geometry, data, fields, layer=GPKG_LAYER, driver="GPKG",
-                              geometry_type="Polygon", crs=crs.to_wkt() if crs is not None else None)
+                              geometry_type="Polygon", crs=crs.to_wkt() if crs is not None else None,
+                              layer_metadata=layer_meta)
 
     return atomic_write(path, write)
 

@@ -404,7 +404,7 @@ def state_files(shard: tuple[int, int] | None) -> dict[str, str]:
 
 
 def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int,
-                  max_megapixels: float | None = MAX_MEGAPIXELS):
+                  max_megapixels: float | None = MAX_MEGAPIXELS, skip: bool = True):
     """The single-process engine: scenes one after another, each read by one background thread
     while one ONNX Runtime session scores it (:meth:`Detector.predict_scene`). Yields
     ``(scene, detections, None, seconds)`` or ``(scene, None, error, seconds)``, in input order."""
@@ -412,7 +412,7 @@ def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, o
         ts = time.monotonic()
         try:
             r = det.predict_scene(s.path, min_score=min_score, overlap=overlap, batch_size=batch_size,
-                                  max_megapixels=max_megapixels)
+                                  max_megapixels=max_megapixels, skip=skip)
         except Exception as e:  # one bad scene must not end a job of thousands
             yield s, None, e, time.monotonic() - ts
         else:
@@ -432,7 +432,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                   engine: str = "single", shard: str | tuple[int, int] | None = None,
                   address: str | None = None, actors: int | None = None,
                   gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None,
-                  max_megapixels: float | None = MAX_MEGAPIXELS) -> dict:
+                  max_megapixels: float | None = MAX_MEGAPIXELS, skip: bool = True) -> dict:
     """Score every input and write detections to ``out`` (a file or a folder; see the module
     docstring). Returns the job summary (also written to ``OUT/summary.json`` in folder mode).
 
@@ -445,7 +445,10 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     ``device``: ``auto``, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]`` (a GPU asked for by name is
     used or the job fails); ``trt_cache``: folder for TensorRT engines. ``max_megapixels``: a
     scene larger than this (raster pixels / 1e6; None: no limit) is refused from its header,
-    before any of its windows is read, and listed as failed (:func:`raster.check_size`).
+    before any of its windows is read, and listed as failed (:func:`raster.check_size`). ``skip``: scene windows
+    the first pass (:mod:`detector.prescreen`) finds certainly empty are not scored (False,
+    ``--no-skip``: every window with data is); each scene's record has ``skipped`` and
+    ``skip_fraction``, the summary the job's totals and the ``prescreen`` settings.
 
     Raises ValueError for job-level problems (unknown format, a format that contradicts the
     file name of ``out``, ``resume`` with a single-file ``out``, a resume whose model or settings
@@ -510,13 +513,14 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             lock.enter_context(folder_lock(out, names["lock"]))  # a second job into this folder waits for this one
             remove_stale_temps(out)  # only files of this machine's processes that are gone (a killed run)
             job = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
-                   if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov}
+                   if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov, "skip": bool(skip)}
             if sh:
                 job["shard"] = f"{sh[0]}/{sh[1]}"
             job_path = out / names["job"]
             if resume and job_path.exists():
                 old = json.loads(job_path.read_text())
-                diff = [k for k in ("model_sha256", "min_score", "overlap") if old.get(k) != job[k]]
+                old.setdefault("skip", True)  # jobs written before the first pass existed scored as with it
+                diff = [k for k in ("model_sha256", "min_score", "overlap", "skip") if old.get(k) != job[k]]
                 if diff:
                     raise ValueError(f"{out}: cannot resume: {', '.join(diff)} differ from the earlier job "
                                      f"({ {k: old.get(k) for k in diff} } vs { {k: job[k] for k in diff} }); "
@@ -551,10 +555,11 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             scored = engine_ray.score_scenes(
                 det, model_file, todo, min_score=thr, overlap=ov, batch_size=batch_size, device=device,
                 threads=threads, actors=actors, gpus_per_actor=gpus_per_actor, trt_cache=trt_cache,
-                stats=engine_stats, progress=prog, session_info=ray_session, max_megapixels=max_megapixels)
+                stats=engine_stats, progress=prog, session_info=ray_session, max_megapixels=max_megapixels,
+                skip=skip)
         else:
             scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size,
-                                   max_megapixels=max_megapixels)
+                                   max_megapixels=max_megapixels, skip=skip)
         try:
             with contextlib.closing(scored):
                 for k, (s, r, err, seconds) in enumerate(scored, 1):
@@ -577,7 +582,9 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                                     _quicklook(r, out / wanted["quicklook"], det)
                             rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name,
                                    "image_id": s.image_id, "detections": len(r),
-                                   "windows": int(r.extra.get("windows", 0)), "width": r.width, "height": r.height}
+                                   "windows": int(r.extra.get("windows", 0)), "width": r.width, "height": r.height,
+                                   "skipped": int(r.extra.get("skipped", 0)),
+                                   "skip_fraction": float(r.extra.get("skip_fraction", 0.0))}
                             if not single:
                                 # after styling (which changes a GeoPackage): the bytes a resume checks
                                 rec.update(outputs=wanted, source_id=source_fingerprint(s.path),
@@ -615,6 +622,10 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                 "detections": sum(r["detections"] for r in records), "min_score": thr,
                 "category_ids": dict(zip(det.spec.classes, cat_ids)),
                 "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
+                "skipped": sum(r.get("skipped", 0) for r in records),
+                "skip_fraction": round(sum(r.get("skipped", 0) for r in records) / max(
+                    sum(r.get("windows", 0) for r in records), 1), 4),
+                "prescreen": det.prescreen.to_dict() if skip and det.prescreen is not None else None,
                 "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
                 "megapixels_per_s": round(pixels / 1e6 / read_s, 3) if read_s > 0 and pixels else None,
                 "scoring_seconds": round(read_s, 2),
@@ -662,7 +673,7 @@ def _combine_shards(out: Path, scenes: list[Scene], fmts: list[str], quicklook: 
                 log.info("%s: shard %d/%d has not finished; the last shard to finish writes the job-wide files",
                          out, k, n)
                 return False
-            diff = [key for key in ("model_sha256", "min_score", "overlap") if other.get(key) != job.get(key)]
+            diff = [key for key in ("model_sha256", "min_score", "overlap", "skip") if other.get(key) != job.get(key)]
             if diff:
                 log.warning("%s: shard %d/%d ran with other %s than shard %d/%d; job-wide files not written",
                             out, k, n, ", ".join(diff), shard[0], n)

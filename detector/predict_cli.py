@@ -107,6 +107,9 @@ def add_predict_command(subparsers) -> None:
     r.add_argument("--allow-network", action="store_true",
                    help="let local VRT inputs read network sources (http://, /vsicurl/, /vsis3/ ...); without it "
                         "only inputs that are network paths themselves are fetched")
+    r.add_argument("--no-skip", action="store_true",
+                   help="score every window with data: no first pass skipping windows it finds certainly empty "
+                        "(water, cloud, flat fields; detector.prescreen)")
     r.add_argument("--quicklook", action="store_true", help="also write a PNG of each scene with its boxes")
     r.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     r.set_defaults(func=run_predict)
@@ -127,7 +130,7 @@ def run_predict(a) -> int:
                             progress=not a.no_progress, engine=getattr(a, "engine", "single"),
                             shard=getattr(a, "shard", None), address=getattr(a, "address", None),
                             actors=getattr(a, "actors", None), gpus_per_actor=getattr(a, "gpus_per_actor", None),
-                            trt_cache=getattr(a, "trt_cache", None),
+                            trt_cache=getattr(a, "trt_cache", None), skip=not getattr(a, "no_skip", False),
                             **({"max_megapixels": a.max_megapixels} if getattr(a, "max_megapixels", None) else {}))
     brief = {k: v for k, v in summary.items() if k != "scenes"}
     print(json.dumps(brief, indent=2))

@@ -5,7 +5,8 @@
     tiles = det.predict_tiles([array_hwc, ...])   # raw arrays, bands already in spec order
 
 Scenes are read window by window (``detector.tiling``), in batches, with the next batch read
-by a background thread while the model runs; windows that are all nodata are skipped, nodata
+by a background thread while the model runs; windows that are all nodata are skipped, and so are
+windows the first pass finds certainly empty (``detector.prescreen``; ``skip=False`` scores them), nodata
 pixels are fed to the model as training saw them (0 after scaling, ``raster.fill_invalid``) and
 detections lying mostly on nodata (``MIN_VALID_FRACTION``) are dropped. Boxes are in scene pixels; the scene's
 CRS and transform ride along for georeferencing (``detector.outputs``).
@@ -26,6 +27,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from detector import prescreen as _prescreen
 from detector import raster, tiling
 from detector.spec import ModelSpec
 
@@ -44,8 +46,9 @@ class Detections:
 
     boxes (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the source image; scores (N,) float32;
     labels (N,) int64 indices into ``classes``. ``crs``/``transform`` are the source's (None
-    for plain images); ``path`` the source file; ``extra`` for scenes: ``windows`` (windows scored)
-    and ``truncated`` ((N,) bool: the box touches an interior window edge).
+    for plain images); ``path`` the source file; ``extra`` for scenes: ``windows`` (windows planned),
+    ``truncated`` ((N,) bool: the box touches an interior window edge) and the windows not scored
+    (``skipped``, ``skipped_nodata``, ``skip_fraction``, ``prescreen``: :func:`skip_extra`).
     """
 
     boxes: np.ndarray
@@ -115,6 +118,8 @@ class Detector:
     def __init__(self, backend, spec: ModelSpec) -> None:
         self.backend = backend
         self.spec = spec
+        # the first pass of scene scoring (detector.prescreen); None scores every window with data
+        self.prescreen: _prescreen.Prescreen | None = _prescreen.DEFAULT
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None,
@@ -248,7 +253,7 @@ class Detector:
     # ---------------------------------------------------------------- scenes
     def predict_scene(self, path: str | os.PathLike, *, min_score: float | None = None,
                       overlap: int | None = None, batch_size: int = 8, resample: bool = True,
-                      max_megapixels: float | None = raster.MAX_MEGAPIXELS) -> Detections:
+                      max_megapixels: float | None = raster.MAX_MEGAPIXELS, skip: bool = True) -> Detections:
         """Score a raster of any size window by window. Boxes in the raster's pixels.
 
         When the raster's pixel size differs from the model's ``spec.gsd`` by more than 2 %
@@ -256,7 +261,11 @@ class Detector:
         mapped back, so objects appear at the size in pixels the model was trained on.
         A raster larger than ``max_megapixels`` (None: no limit) is refused from its header
         (:func:`raster.check_size`); windows on blocks a sparse GeoTIFF never wrote are skipped
-        unread (:func:`raster.sparse_empty`). ``extra["seconds"]``: time spent reading, inferring (preprocessing included) and merging.
+        unread (:func:`raster.sparse_empty`).
+        ``extra["seconds"]``: time spent reading, inferring (preprocessing included) and merging.
+        ``skip``: windows the first pass (``self.prescreen``, :mod:`detector.prescreen`) finds
+        certainly empty are not scored; False scores every window with data. ``extra``:
+        ``skipped``, ``skip_fraction``, ``prescreen`` (:func:`skip_extra`).
         """
         path = raster.as_path(path)
         thr = self.spec.score_threshold if min_score is None else min_score
@@ -266,7 +275,8 @@ class Detector:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
             plan = self._plan(ds, path, ov, resample, max_megapixels)
             det = self._score_windows(_RasterSource(ds, self.spec.bands, plan.tile, plan.factor),
-                                      plan.width, plan.height, thr, ov, batch_size)
+                                      plan.width, plan.height, thr, ov, batch_size,
+                                      screen=self.prescreen if skip else None)
         return self.finish_scene(det, plan)
 
     def plan_scene(self, path: str | os.PathLike, *, overlap: int | None = None,
@@ -308,13 +318,26 @@ class Detector:
         det.path, det.crs, det.transform = plan.path, plan.crs, plan.transform
         return det
 
+    def skip_reason(self, tile: np.ndarray, valid: np.ndarray, screen=None) -> str | None:
+        """Why a window is not given to the model: ``"nodata"`` (no valid pixel), ``"screened"``
+        (``screen``, a :class:`~detector.prescreen.Prescreen`, finds it certainly empty) or None
+        (score it). The one rule of every engine, so they skip the same windows."""
+        if not valid.any():
+            return "nodata"
+        if screen is not None and not screen.may_hold(tile, valid, self.spec):
+            return "screened"
+        return None
+
     def _score_windows(self, source, width: int, height: int, thr: float, overlap: int,
-                       batch_size: int) -> Detections:
+                       batch_size: int, screen=None) -> Detections:
         t = self.spec.tile_size
         windows = tiling.scene_windows(width, height, t, overlap)
         parts: list[WindowPart] = []
         clock = {"read": 0.0, "infer": 0.0, "merge": 0.0}  # seconds per stage
-        with contextlib.closing(_prefetch(source, windows, self.windows_per_batch(batch_size), clock)) as batches:
+        skipped: dict[str, int] = {}
+        reason = lambda tile, valid: self.skip_reason(tile, valid, screen)  # noqa: E731
+        with contextlib.closing(_prefetch(source, windows, self.windows_per_batch(batch_size), clock,
+                                          reason, skipped)) as batches:
             for batch in batches:
                 t0 = time.perf_counter()
                 boxes, scores, labels = self._run_batch([b[2] for b in batch], [b[3] for b in batch])
@@ -326,7 +349,19 @@ class Detector:
         det = self.merge_parts(parts, width, height, len(windows))
         clock["merge"] = time.perf_counter() - t0
         det.extra["seconds"] = clock
+        det.extra.update(skip_extra(len(windows), skipped, screen))
         return det
+
+
+def skip_extra(n_windows: int, skipped: dict, screen) -> dict:
+    """A scene's ``Detections.extra`` entries on windows not scored, from ``skipped`` (windows
+    per :meth:`Detector.skip_reason`): ``skipped`` (all windows not given to the model),
+    ``skipped_nodata`` (of those, all nodata), ``skip_fraction`` (``skipped`` / windows, 0..1)
+    and ``prescreen`` (the first pass's settings, None when it was off)."""
+    n = sum(skipped.values())
+    return {"skipped": int(n), "skipped_nodata": int(skipped.get("nodata", 0)),
+            "skip_fraction": round(n / n_windows, 4) if n_windows else 0.0,
+            "prescreen": screen.to_dict() if screen is not None else None}
 
 
 def read_scene_window(ds, bands, tile: int, col: int, row: int, factor: float = 1.0):
@@ -365,7 +400,8 @@ class _ArraySource:
         return _pad_to(self.array[row:row + t, col:col + t], self.valid[row:row + t, col:col + t], t)
 
 
-def _prefetch(source, windows, batch_size: int, clock: dict | None = None):
+def _prefetch(source, windows, batch_size: int, clock: dict | None = None, reason=None,
+              skipped: dict | None = None):
     """Yield batches of (window_id, (col, row), tile (T, T, C), valid (T, T)), reading the next
     batch in a background thread while the caller runs the model. At most two batches are in
     memory. A batch is a chunk of ``batch_size`` consecutive windows (ids ``k * batch_size`` to
@@ -374,7 +410,10 @@ def _prefetch(source, windows, batch_size: int, clock: dict | None = None):
     bit with the batch around it, and tied scores then pick other boxes). When the consumer stops early (the model
     raised, or the generator is closed) the reader is told to stop and joined before the
     generator returns, so no thread outlives the scene or reads from a closed raster.
-    ``clock["read"]`` (if given) accumulates the seconds spent reading."""
+    ``clock["read"]`` (if given) accumulates the seconds spent reading. ``reason(tile, valid)``
+    (default: all nodata) names why a window is left out of its batch (None: keep it), counted
+    per reason in ``skipped``; it runs here, in the reader thread, beside the model."""
+    reason = reason or (lambda tile, valid: None if valid.any() else "nodata")
     q: queue.Queue = queue.Queue(maxsize=1)
     error: list[BaseException] = []
     stop = threading.Event()
@@ -398,8 +437,11 @@ def _prefetch(source, windows, batch_size: int, clock: dict | None = None):
                 tile, valid = source.read(col, row)
                 if clock is not None:
                     clock["read"] = clock.get("read", 0.0) + time.perf_counter() - t0
-                if valid.any():
+                why = reason(tile, valid)
+                if why is None:
                     batch.append((wid, (col, row), tile, valid))
+                elif skipped is not None:
+                    skipped[why] = skipped.get(why, 0) + 1
                 if (wid + 1) % batch_size == 0 and batch:
                     if not put(batch):
                         return

@@ -66,10 +66,11 @@ def test_nodata_windows_skipped_and_no_detection_on_nodata(tmp_path):
     squares = [(200, 200, 20)]
     path = _scene(tmp_path / "s.tif", squares, 400, nodata_cols=170)
     backend = BrightSquares(SPEC)
-    det = Detector(backend, SPEC).predict_scene(path)
+    det = Detector(backend, SPEC).predict_scene(path, skip=False)  # the flat windows too (no first pass)
     assert det.boxes.round().astype(int).tolist() == [[200, 200, 220, 220]]
     # window columns start at 0, 80, 160, 240, 272: the first column (0..128) is all nodata
     assert det.extra["windows"] == 25 and backend.tiles == 20
+    assert det.extra["skipped"] == det.extra["skipped_nodata"] == 5 and det.extra["prescreen"] is None
 
 
 def test_resampled_when_pixel_size_differs(tmp_path):
@@ -225,7 +226,7 @@ def test_a_model_failing_mid_scene_leaves_no_reader_thread(tmp_path):
     before = set(threading.enumerate())
     for _ in range(3):
         with pytest.raises(RuntimeError, match="model failed"):
-            Detector(FailsOnSecondBatch(SPEC), SPEC).predict_scene(path, batch_size=2)
+            Detector(FailsOnSecondBatch(SPEC), SPEC).predict_scene(path, batch_size=2, skip=False)
     assert set(threading.enumerate()) - before == set()
 
 
