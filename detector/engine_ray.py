@@ -162,7 +162,8 @@ class DetectorActor:
     """
 
     def __init__(self, model: list, model_name: str, device: str, threads: int | None,
-                 trt_cache: str | None, min_score: float, per_batch: int, prescreen: dict | None = None) -> None:
+                 trt_cache: str | None, min_score: float | None, per_batch: int,
+                 prescreen: dict | None = None) -> None:
         import ray
 
         from detector.backends import OnnxBackend
@@ -176,7 +177,7 @@ class DetectorActor:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.det = Detector(backend, backend.spec)
-        self.thr = float(min_score)
+        self.thr = self.det.spec.thresholds(min_score)  # None: the spec's, per class where it has them
         self.per = int(per_batch)
         self.screen = Prescreen(**prescreen) if prescreen is not None else None
         self.providers = ",".join(backend.providers)
@@ -279,7 +280,7 @@ def session(address: str | None):
         ray.shutdown()
 
 
-def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score: float, overlap: int,
+def score_scenes(det: Detector, model_file: Path, scenes: Sequence, *, min_score: float | None, overlap: int,
                  batch_size: int, device: str = "auto", threads: int | None = None, actors: int | None = None,
                  gpus_per_actor: float | None = None, trt_cache=None, stats: dict | None = None,
                  progress=None, session_info: dict | None = None,

@@ -57,7 +57,18 @@ class EvalRun:
 
     @property
     def threshold(self) -> float:
+        """The one operating threshold (``metrics["threshold"]``); see :attr:`thresholds`."""
         return float(self.metrics["threshold"])
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """(K,) the operating threshold of each class: the spec's ``class_thresholds`` when the
+        run used them (``metrics["class_thresholds"]``), else :attr:`threshold` for every class.
+        Apply with :func:`detector.spec.above_threshold`, as the runner does."""
+        ct = self.metrics.get("class_thresholds")
+        if ct:
+            return np.array([ct[c] for c in self.classes], np.float64)
+        return np.full(len(self.classes), self.threshold, np.float64)
 
 
 def load_detector(model: str | os.PathLike | Detector, device: str = "auto") -> Detector:
@@ -74,6 +85,35 @@ def operating_threshold(spec: ModelSpec, threshold: float | None, min_score: flo
         raise ValueError(f"threshold {t} is below min_score {min_score}: detections under min_score "
                          f"are not kept; lower min_score or raise the threshold")
     return t
+
+
+def operating_class_thresholds(spec: ModelSpec, threshold: float | None,
+                               min_score: float = EVAL_MIN_SCORE) -> np.ndarray | None:
+    """(K,) the spec's ``class_thresholds`` when it has them and no ``threshold`` is given (the
+    runner's rule, :meth:`ModelSpec.thresholds`), else None: one threshold for every class."""
+    if threshold is not None or spec.class_thresholds is None:
+        return None
+    t = spec.thresholds()
+    low = [c for c, v in zip(spec.classes, t) if v < min_score]
+    if low:
+        raise ValueError(f"the model's thresholds of {low} are below min_score {min_score}: detections under "
+                         f"min_score are not kept; lower min_score or give --threshold")
+    return t
+
+
+def calibrated_thresholds(per_class: dict, classes, fallback: float) -> tuple[float, ...]:
+    """One threshold per class of ``classes``, for ``ModelSpec.class_thresholds``: the class's
+    best-F1 threshold on an evaluated set (``per_class[c]["best_f1"]["rounded"]``: the
+    ``per_class`` of :func:`detector.metrics.evaluate_full`, :func:`detector.metrics.best_f1`),
+    or ``fallback`` (the model's one threshold) where the class has no ground truth there or
+    its best F1 is 0 (nothing found)."""
+    out = []
+    for name in classes:
+        b = (per_class.get(name) or {}).get("best_f1") or {}
+        t, f1 = b.get("rounded"), b.get("f1")
+        ok = t is not None and f1 is not None and math.isfinite(t) and math.isfinite(f1) and f1 > 0 and 0 < t <= 1
+        out.append(float(t) if ok else float(fallback))
+    return tuple(out)
 
 
 def stamp_metrics(metrics: dict, *, mode: str, min_score: float, model, data) -> dict:

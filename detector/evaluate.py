@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector,  # noqa: F401
                                operating_threshold, write_json)
-from detector.metrics import format_value
+from detector.metrics import format_value, operating_rule
 from detector.scene_eval import evaluate_scene, evaluate_scene_run  # noqa: F401
 from detector.tile_eval import evaluate_model, evaluate_tiles  # noqa: F401
 
@@ -112,7 +112,7 @@ def format_metrics(m: dict) -> str:
     lines = [f"mAP@0.5      {_f(m['mAP50'])}", f"mAP@0.5:0.95 {_f(m['mAP50_95'])}"]
     if "operating" in m:
         o, b = m["operating"], m["sweep"]["best"]
-        lines.append(f"at score >= {m['threshold']:.3f}: precision {_f(o['precision'])}  recall "
+        lines.append(f"at {operating_rule(m)}: precision {_f(o['precision'])}  recall "
                      f"{_f(o['recall'])}  F1 {_f(o['f1'])}  (TP {o['tp']}, FP {o['fp']}, FN {o['fn']})")
         lines.append(f"best F1 {_f(b['f1'])} at score >= {_f(b['threshold'])} (precision "
                      f"{_f(b['precision'])}, recall {_f(b['recall'])})")

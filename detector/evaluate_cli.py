@@ -3,9 +3,11 @@
     revet evaluate MODEL --data TEST.json [--threshold T] [--out m.json] [--report DIR]
     revet evaluate MODEL --scene SCENE.tif --labels LABELS.gpkg [--class-field class]
     revet evaluate MODEL_A MODEL_B --data TEST.json
+    revet evaluate MODEL --data VAL.json --calibrate OUT.onnx   # per-class thresholds (revet[train])
 
 The handler parses and calls :func:`detector.evaluate.run_evaluation`. Torch is imported only
-to load a ``.ckpt``.
+to load a ``.ckpt``; ``--calibrate`` calls :func:`detector.export.calibrate.calibrate_model`
+(it writes ONNX metadata with the ``onnx`` package of revet[train]).
 """
 from __future__ import annotations
 
@@ -14,6 +16,22 @@ import argparse
 
 def _evaluate(a) -> int:
     from detector.evaluate import format_comparison, format_metrics, run_evaluation
+
+    if a.calibrate:
+        if len(a.model) != 1 or a.data is None or a.scene is not None or a.threshold is not None:
+            raise ValueError("--calibrate: give one model and --data VAL.json (tiles), without --scene "
+                             "or --threshold")
+        from detector.export.calibrate import calibrate_model, format_calibration
+
+        r = calibrate_model(a.model[0], a.data, a.calibrate, device=a.device, batch_size=a.batch_size,
+                            min_score=a.min_score)
+        print(format_calibration(r))
+        if a.out:
+            from detector.eval_run import write_json
+
+            write_json(a.out, r)
+            print(f"metrics written to {a.out}")
+        return 0
 
     result = run_evaluation(a.model, data=a.data, scene=a.scene, labels=a.labels, class_field=a.class_field,
                             layer=a.layer, threshold=a.threshold, out=a.out, report=a.report,
@@ -44,6 +62,9 @@ def add_evaluate_command(subparsers) -> None:
     v.add_argument("--min-score", type=float, default=0.001,
                    help="lowest score kept for AP and the PR curves (raise it to speed up huge scenes)")
     v.add_argument("--out", help="metrics JSON")
+    v.add_argument("--calibrate", metavar="OUT_MODEL",
+                   help="write a copy of MODEL (.onnx or .ckpt) whose spec holds one threshold per class: "
+                        "each class's best F1 on --data (a validation set); needs revet[train]")
     v.add_argument("--report", metavar="DIR", help="write an HTML report with figures and galleries here")
     v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
     v.add_argument("--batch-size", type=int, default=8)

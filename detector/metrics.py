@@ -11,7 +11,8 @@ Beyond COCO's summary numbers (:func:`evaluate_detections`), :func:`evaluate_ful
 analyst acts on, all at IoU 0.5 with the same greedy matching:
 
 - the operating point: precision, recall, F1 and TP/FP/FN counts of the detections with
-  ``score >= threshold``. Because matching runs in score order, the detections above any
+  ``score >= threshold``, one threshold for every class or one per class (the model's
+  ``class_thresholds``), applied by :func:`detector.spec.above_threshold` as the runner applies them. Because matching runs in score order, the detections above any
   threshold are matched exactly as in the full COCO matching (a prefix of it), so these counts
   are COCO's ``dtMatches`` counted above the threshold;
 - a threshold sweep (micro-averaged over classes) and the threshold of best F1;
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.spec import above_threshold
 from detector.tiling import box_iou
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
@@ -166,13 +168,14 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b else float("nan")
 
 
-def operating_point(scores: np.ndarray, tp: np.ndarray, n_gt: int, threshold: float) -> dict:
-    """Counts and rates of the detections with ``score >= threshold``.
+def operating_point(scores: np.ndarray, tp: np.ndarray, n_gt: int, threshold, labels=None) -> dict:
+    """Counts and rates of the detections with ``score >= threshold`` (one number, or (K,) per
+    class with ``labels`` (N,) the detections' classes: :func:`detector.spec.above_threshold`).
 
     precision = TP / (TP + FP) (NaN with no detection), recall = TP / n_gt (NaN with no ground
     truth), F1 = 2 TP / (2 TP + FP + FN).
     """
-    sel = scores >= threshold
+    sel = above_threshold(scores, labels, threshold)
     n_tp, n_fp = int(tp[sel].sum()), int((~tp[sel]).sum())
     n_fn = int(n_gt - n_tp)
     return {"precision": _ratio(n_tp, n_tp + n_fp), "recall": _ratio(n_tp, n_gt),
@@ -187,29 +190,49 @@ def threshold_sweep(scores: np.ndarray, tp: np.ndarray, n_gt: int,
     out = {"thresholds": [float(t) for t in thresholds],
            "precision": [p["precision"] for p in pts], "recall": [p["recall"] for p in pts],
            "f1": [p["f1"] for p in pts]}
-    best = {"threshold": float("nan"), "precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+    out["best"] = best_f1(scores, tp, n_gt)
+    return out
+
+
+def best_f1(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> dict:
+    """The best F1 of ``score >= t`` over every distinct score t: ``threshold`` (the lowest
+    score kept), ``precision``, ``recall``, ``f1`` and ``rounded``: the shortest decimal (at
+    most 6 places) that keeps exactly the same detections, for storing as a model's threshold
+    (above the next lower score, at most ``threshold``). All NaN when nothing is found."""
+    best = {"threshold": float("nan"), "precision": float("nan"), "recall": float("nan"), "f1": float("nan"),
+            "rounded": float("nan")}
     if len(scores) and n_gt:
         order = np.argsort(-scores, kind="mergesort")
-        s, t = scores[order], tp[order]
+        s, t = np.asarray(scores, np.float64)[order], tp[order]
         ctp, cfp = np.cumsum(t), np.cumsum(~t)
         last = np.r_[s[1:] != s[:-1], True]  # end of each group of tied scores
         f1 = np.where(last, 2 * ctp / (ctp + cfp + n_gt), -1.0)
         k = int(np.argmax(f1))
         if ctp[k] > 0:  # else nothing is found at any threshold: no best threshold
             best = {"threshold": float(s[k]), "precision": float(ctp[k] / (k + 1)),
-                    "recall": float(ctp[k] / n_gt), "f1": float(f1[k])}
-    out["best"] = best
-    return out
+                    "recall": float(ctp[k] / n_gt), "f1": float(f1[k]),
+                    "rounded": _short_between(float(s[k]), float(s[k + 1]) if k + 1 < len(s) else 0.0)}
+    return best
 
 
-def confusions(im: ImageEval, m: ImageMatch, threshold: float, iou: float = 0.5):
-    """Class confusions of one image at ``score >= threshold``: each detection without a
+def _short_between(hi: float, lo: float) -> float:
+    """The shortest decimal t (at most 6 places) with ``lo < t <= hi``; ``hi`` if none."""
+    for places in range(1, 7):
+        t = math.floor(hi * 10 ** places) / 10 ** places
+        if lo < t <= hi:
+            return t
+    return hi
+
+
+def confusions(im: ImageEval, m: ImageMatch, threshold, iou: float = 0.5):
+    """Class confusions of one image at ``score >= threshold`` (one number, or (K,) per class,
+    as in :func:`operating_point`): each detection without a
     same-class match, highest score first, takes the still unclaimed ground truth *of another
     class* with the highest IoU >= ``iou``. Returns ``(det_other, gt_other)``: (D,) index of
     the other-class ground truth each detection took, (G,) index of the detection that took
     each ground truth; -1 for none."""
     labels, gl, scores = np.asarray(im.labels), np.asarray(im.gt_labels), np.asarray(im.scores)
-    keep = (scores >= threshold) & (m.det_gt != -2)
+    keep = above_threshold(scores, labels, threshold) & (m.det_gt != -2)
     det_other = np.full(len(labels), -1, np.int64)
     gt_other = np.full(len(gl), -1, np.int64)
     found = np.zeros(len(gl), bool)
@@ -229,8 +252,8 @@ def confusions(im: ImageEval, m: ImageMatch, threshold: float, iou: float = 0.5)
 
 
 def confusion_matrix(images: list[ImageEval], matches: list[ImageMatch], num_classes: int,
-                     threshold: float, iou: float = 0.5) -> np.ndarray:
-    """(C + 1, C + 1) counts at ``score >= threshold``: rows are the truth, columns the
+                     threshold, iou: float = 0.5) -> np.ndarray:
+    """(C + 1, C + 1) counts at ``score >= threshold`` (one number or (K,) per class): rows are the truth, columns the
     prediction; index C is background.
 
     Diagonal: same-class matches (the TPs of :func:`operating_point`). Off the diagonal: class
@@ -242,7 +265,7 @@ def confusion_matrix(images: list[ImageEval], matches: list[ImageMatch], num_cla
     cm = np.zeros((C + 1, C + 1), np.int64)
     for im, m in zip(images, matches):
         labels, gl = np.asarray(im.labels), np.asarray(im.gt_labels)
-        keep = (np.asarray(im.scores) >= threshold) & (m.det_gt != -2)
+        keep = above_threshold(im.scores, labels, threshold) & (m.det_gt != -2)
         det_other, gt_other = confusions(im, m, threshold, iou)
         tp = keep & (m.det_gt >= 0)
         np.add.at(cm, (labels[tp], labels[tp]), 1)
@@ -257,34 +280,60 @@ def confusion_matrix(images: list[ImageEval], matches: list[ImageMatch], num_cla
     return cm
 
 
-def evaluate_full(images: list[ImageEval], classes, *, threshold: float,
+def evaluate_full(images: list[ImageEval], classes, *, threshold: float, class_thresholds=None,
                   max_dets: int | None = 100) -> dict:
     """:func:`evaluate_detections` plus, at IoU 0.5: ``threshold``, ``operating`` (micro
     precision/recall/F1/TP/FP/FN over all classes at ``score >= threshold``), per-class
-    ``precision``, ``recall``, ``f1``, ``tp``, ``fp``, ``fn`` added to ``per_class``, ``sweep``
+    ``threshold``, ``precision``, ``recall``, ``f1``, ``tp``, ``fp``, ``fn`` and ``best_f1`` (the class's own
+    best F1 over its scores, :func:`best_f1`) added to ``per_class``, ``sweep``
     (micro, see :func:`threshold_sweep`), ``pr_curves`` ({class: 101 interpolated precisions
-    at ``recall_points``}) and ``confusion`` ({"labels": classes + background, "matrix"})."""
+    at ``recall_points``}) and ``confusion`` ({"labels": classes + background, "matrix"}).
+
+    ``class_thresholds`` ((K,), in ``classes`` order; None: ``threshold`` for every class): the
+    operating point of each class is read at its own threshold, as the runner keeps detections
+    (:meth:`detector.spec.ModelSpec.thresholds`); ``operating`` and ``confusion`` pool the
+    classes at their thresholds and ``class_thresholds`` ({class: threshold}) is added. The
+    sweep stays one threshold for every class."""
     classes = list(classes)
     m = evaluate_detections(images, classes, max_dets=max_dets)
     matches = match_images(images, len(classes), 0.5, max_dets)
-    pooled_s, pooled_t, pooled_n = [], [], 0
+    thr = np.full(len(classes), float(threshold)) if class_thresholds is None else \
+        np.asarray(class_thresholds, np.float64)
+    if thr.shape != (len(classes),):
+        raise ValueError(f"class_thresholds: expected {len(classes)} numbers (one per class {classes}), "
+                         f"got {list(np.ravel(class_thresholds))}")
+    pooled_s, pooled_t, pooled_l, pooled_n = [], [], [], 0
     curves = {}
     for c, name in enumerate(classes):
         s, t, n = class_scores(images, matches, c)
         pooled_s.append(s)
         pooled_t.append(t)
+        pooled_l.append(np.full(len(s), c, np.int64))
         pooled_n += n
-        m["per_class"][name].update(operating_point(s, t, n, threshold))
+        m["per_class"][name]["threshold"] = float(thr[c])
+        m["per_class"][name].update(operating_point(s, t, n, thr[c]))
+        m["per_class"][name]["best_f1"] = best_f1(s, t, n)
         _, _, prec, rec = average_precision(s, t, n)
         curves[name] = [float(v) for v in interpolated_precision(prec, rec)] if n else []
-    s, t = np.concatenate(pooled_s), np.concatenate(pooled_t)
+    s, t, lab = np.concatenate(pooled_s), np.concatenate(pooled_t), np.concatenate(pooled_l)
     m["threshold"] = float(threshold)
-    m["operating"] = operating_point(s, t, pooled_n, threshold)
+    if class_thresholds is not None:
+        m["class_thresholds"] = dict(zip(classes, (float(v) for v in thr)))
+    m["operating"] = operating_point(s, t, pooled_n, thr, lab)
     m["sweep"] = threshold_sweep(s, t, pooled_n)
     m["pr_curves"] = {"recall_points": [float(r) for r in RECALL_POINTS], "precision": curves}
     m["confusion"] = {"labels": classes + [BACKGROUND],
-                      "matrix": confusion_matrix(images, matches, len(classes), threshold).tolist()}
+                      "matrix": confusion_matrix(images, matches, len(classes), thr).tolist()}
     return m
+
+
+def operating_rule(m: dict, fmt: str = ".3f") -> str:
+    """The operating point of an :func:`evaluate_full` dict in words: ``score >= 0.560``, or
+    ``score >= the class's threshold (bunker 0.31, ...)`` when it was read per class."""
+    ct = m.get("class_thresholds")
+    if ct:
+        return "score >= the class's threshold (" + ", ".join(f"{c} {format(t, fmt)}" for c, t in ct.items()) + ")"
+    return f"score >= {format(m['threshold'], fmt)}"
 
 
 def format_value(v, fmt: str = ".4f", na: str = "n/a") -> str:

@@ -403,10 +403,11 @@ def state_files(shard: tuple[int, int] | None) -> dict[str, str]:
             "lock": f".revet.{tag}.lock"}
 
 
-def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float, overlap: int, batch_size: int,
-                  max_megapixels: float | None = MAX_MEGAPIXELS, skip: bool = True):
+def _score_single(det: Detector, scenes: Sequence[Scene], *, min_score: float | None, overlap: int,
+                  batch_size: int, max_megapixels: float | None = MAX_MEGAPIXELS, skip: bool = True):
     """The single-process engine: scenes one after another, each read by one background thread
-    while one ONNX Runtime session scores it (:meth:`Detector.predict_scene`). Yields
+    while one ONNX Runtime session scores it (:meth:`Detector.predict_scene`; ``min_score`` None:
+    the spec's thresholds, per class where it has them). Yields
     ``(scene, detections, None, seconds)`` or ``(scene, None, error, seconds)``, in input order."""
     for s in scenes:
         ts = time.monotonic()
@@ -499,7 +500,11 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     job_scenes, cats = collect_scenes(inputs)
     scenes = shard_scenes(job_scenes, *sh) if sh else job_scenes
     cat_ids = category_ids_for(det.spec.classes, cats)
-    thr = det.spec.score_threshold if min_score is None else float(min_score)
+    min_score = None if min_score is None else float(min_score)
+    # what the job keeps, as recorded in its files: one score (--min-score, or a model with one
+    # threshold), or one per class in the model's class order (the spec's class_thresholds)
+    per_class = det.spec.thresholds(min_score)
+    thr = float(per_class[0]) if (per_class == per_class[0]).all() else [float(t) for t in per_class]
     ov = det.spec.overlap if overlap is None else int(overlap)
     names = state_files(sh)
 
@@ -553,12 +558,12 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
         t_score = time.monotonic()
         if engine == "ray":
             scored = engine_ray.score_scenes(
-                det, model_file, todo, min_score=thr, overlap=ov, batch_size=batch_size, device=device,
+                det, model_file, todo, min_score=min_score, overlap=ov, batch_size=batch_size, device=device,
                 threads=threads, actors=actors, gpus_per_actor=gpus_per_actor, trt_cache=trt_cache,
                 stats=engine_stats, progress=prog, session_info=ray_session, max_megapixels=max_megapixels,
                 skip=skip)
         else:
-            scored = _score_single(det, todo, min_score=thr, overlap=ov, batch_size=batch_size,
+            scored = _score_single(det, todo, min_score=min_score, overlap=ov, batch_size=batch_size,
                                    max_megapixels=max_megapixels, skip=skip)
         try:
             with contextlib.closing(scored):

@@ -79,7 +79,9 @@ def add_predict_command(subparsers) -> None:
     r.add_argument("--out", required=True, help="output file (.geojson/.gpkg/.csv/.json) or folder")
     r.add_argument("--format", dest="formats", default=None,
                    help="comma-separated: geojson,gpkg,csv,coco (folder --out; default geojson)")
-    r.add_argument("--min-score", type=float, help="minimum score (default: the model's)")
+    r.add_argument("--min-score", type=float,
+                   help="minimum score, one for every class (default: the model's thresholds, per class where its "
+                        "spec has class_thresholds)")
     r.add_argument("--overlap", type=int, help="window overlap in pixels (default: the model's)")
     r.add_argument("--batch-size", type=int, default=8,
                    help="windows per model call, counted as 512-px windows (a 1024-px model takes a quarter)")

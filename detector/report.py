@@ -29,7 +29,8 @@ from rasterio.windows import Window
 
 from detector import raster
 from detector.display import display_rgb
-from detector.metrics import confusions, format_value, match_images
+from detector.metrics import confusions, format_value, match_images, operating_rule
+from detector.spec import above_threshold
 
 SECTIONS = [("summary", "Summary"), ("per-class", "Per-class metrics"),
             ("pr-curves", "Precision-recall curves"), ("confusion", "Confusion matrix"),
@@ -185,19 +186,20 @@ def plot_confusion(m: dict, path: Path) -> Path:
 def gallery_items(run) -> tuple[list[dict], list[dict]]:
     """(false positives, misses) of ``run`` at its threshold, as dicts (module rules), sorted
     for display: false positives by score, highest first; misses by box area, largest first."""
-    classes, thr = run.classes, run.threshold
+    classes, thr = run.classes, run.thresholds  # per class, as the operating point was read
     fps, misses = [], []
     for i, (im, m) in enumerate(zip(run.images, match_images(run.images, len(classes), 0.5, run.max_dets))):
         det_other, gt_other = confusions(im, m, thr)
         scores = np.asarray(im.scores)
-        for k in np.flatnonzero((scores >= thr) & (m.det_gt == -1)):
+        kept = above_threshold(scores, im.labels, thr)
+        for k in np.flatnonzero(kept & (m.det_gt == -1)):
             note = "false alarm" if det_other[k] < 0 else \
                 f"is a {classes[int(im.gt_labels[det_other[k]])]} (class confusion)"
             fps.append(_item(run, i, "false positive", im.boxes[k], classes[int(im.labels[k])],
                              float(scores[k]), note))
         for g in range(len(im.gt_labels)):
             d = m.gt_det[g]
-            if d >= 0 and scores[d] >= thr:
+            if d >= 0 and kept[d]:
                 continue
             notes = []
             if d >= 0:
@@ -259,8 +261,9 @@ def render_crop(run, item: dict, path: Path) -> Path:
     for b in np.asarray(im.gt_boxes):
         if near(b):
             rect(b, GT_COLOUR, 1)
-    for b, sc in zip(np.asarray(im.boxes), np.asarray(im.scores)):
-        if sc >= run.threshold and near(b):
+    kept = above_threshold(im.scores, im.labels, run.thresholds)
+    for b, k in zip(np.asarray(im.boxes), kept):
+        if k and near(b):
             rect(b, DET_COLOUR, 1)
     rect(item["box"], GT_COLOUR if item["kind"] == "miss" else DET_COLOUR, 3)
     img.save(path)
@@ -357,7 +360,7 @@ def write_report(run, out_dir: str | os.PathLike, *, max_crops: int = 48) -> Pat
              f"<p class=meta>model {_e(m.get('model'))}<br>{'scene' if sc else 'tiles'} {_e(m.get('data'))}"
              + (f"<br>labels {_e(sc['labels'])} (attribute {_e(sc['class_field'])!s})" if sc else "")
              + f"<br>classes {_e(', '.join(run.classes))}; tile {run.spec.tile_size} px, overlap "
-               f"{run.spec.overlap} px; operating threshold {m['threshold']:.3f}; written "
+               f"{run.spec.overlap} px; operating point {_e(operating_rule(m))}; written "
                f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>"]
     for w in (sc or {}).get("warnings", []):
         parts.append(f"<p class=warn>{_e(w)}</p>")
@@ -389,7 +392,7 @@ def write_report(run, out_dir: str | os.PathLike, *, max_crops: int = 48) -> Pat
                       _f(c["recall_inside"])]
         rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
     table = ("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
-             f"<p class=meta>precision, recall, F1, TP, FP, FN at score &ge; {m['threshold']:.3f}, IoU 0.5; "
+             f"<p class=meta>precision, recall, F1, TP, FP, FN at {_e(operating_rule(m))}, IoU 0.5; "
              "AP and &lsquo;recall (all scores)&rsquo; from every detection down to score 0.001.</p>")
     parts.append(_section("per-class", table))
     parts.append(_section("pr-curves", '<img src="pr_curves.png" alt="precision-recall curves">'))

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from detector import prescreen as _prescreen
 from detector import raster, tiling
-from detector.spec import ModelSpec
+from detector.spec import ModelSpec, above_threshold
 
 log = logging.getLogger("revet.runner")
 
@@ -151,18 +151,19 @@ class Detector:
         return self.backend.run(self.prepare_batch(tiles, valid))
 
     def window_part(self, wid: int, col: int, row: int, boxes: np.ndarray, scores: np.ndarray,
-                    labels: np.ndarray, valid: np.ndarray, width: int, height: int, thr: float) -> WindowPart:
+                    labels: np.ndarray, valid: np.ndarray, width: int, height: int, thr) -> WindowPart:
         """One window's raw outputs -> its kept detections (:class:`WindowPart`).
 
         boxes (D, 4) float32 in window pixels, scores (D,), labels (D,) as the model gave them for
         the window at ``(col, row)`` of a ``width`` x ``height`` grid; valid (T, T) its mask.
         Padding past the grid edge is not image: boxes are clipped to the grid, then those above
-        ``thr`` and mostly on valid pixels are kept and moved to grid pixels.
+        ``thr`` (one score, or (K,) per class: :meth:`ModelSpec.thresholds`) and mostly on
+        valid pixels are kept and moved to grid pixels.
         """
         b = boxes.copy()
         b[:, 0::2] = np.clip(b[:, 0::2], 0, width - col)
         b[:, 1::2] = np.clip(b[:, 1::2], 0, height - row)
-        ok = self._keep(b, scores, valid, thr)
+        ok = self._keep(b, scores, labels, valid, thr)
         b = b[ok] + np.array([col, row, col, row], np.float32)
         return WindowPart(int(wid), b, scores[ok], labels[ok].astype(np.int64),
                           tiling.truncated_mask(b, col, row, self.spec.tile_size, width, height))
@@ -197,9 +198,13 @@ class Detector:
         return Detections(jb, js, jl, self.spec.classes, width=width, height=height,
                           extra={"windows": n_windows, "truncated": trunc[keep][src]})
 
-    def _keep(self, boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray, thr: float) -> np.ndarray:
-        """(N,) bool: above ``thr``, a proper box, and mostly on valid pixels of its window."""
-        ok = (scores >= max(thr, 1e-9)) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    def _keep(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, valid: np.ndarray,
+              thr) -> np.ndarray:
+        """(N,) bool: at or above the threshold of its class (``thr``: one score or (K,) per
+        class; :func:`detector.spec.above_threshold`), a proper box, and mostly on valid pixels
+        of its window."""
+        ok = (above_threshold(scores, labels, np.maximum(thr, 1e-9))
+              & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
         if not valid.all():
             ok &= tiling.valid_fraction(boxes, valid) >= MIN_VALID_FRACTION
         return ok
@@ -212,7 +217,7 @@ class Detector:
         Images of exactly ``tile_size`` are batched directly; other sizes are scored as small
         scenes (windows and merging).
         """
-        thr = self.spec.score_threshold if min_score is None else min_score
+        thr = self.spec.thresholds(min_score)  # per class, or min_score for every class
         out: list[Detections | None] = [None] * len(arrays)
         masks = [np.ones(a.shape[:2], bool) for a in arrays] if valid is None else list(valid)
         if len(masks) != len(arrays) or any(m.shape != a.shape[:2] for m, a in zip(masks, arrays)):
@@ -225,7 +230,7 @@ class Detector:
             boxes, scores, labels = self._run_batch([self._check(arrays[i], f"array {i}") for i in idx],
                                                     [masks[i] for i in idx])
             for k, i in enumerate(idx):
-                keep = self._keep(boxes[k], scores[k], masks[i], thr)
+                keep = self._keep(boxes[k], scores[k], labels[k], masks[i], thr)
                 out[i] = Detections(boxes[k][keep], scores[k][keep], labels[k][keep].astype(np.int64),
                                     self.spec.classes, width=t, height=t)
         for i, a in enumerate(arrays):
@@ -268,7 +273,7 @@ class Detector:
         ``skipped``, ``skip_fraction``, ``prescreen`` (:func:`skip_extra`).
         """
         path = raster.as_path(path)
-        thr = self.spec.score_threshold if min_score is None else min_score
+        thr = self.spec.thresholds(min_score)  # per class, or min_score for every class
         ov = self.spec.overlap if overlap is None else overlap
         # GDAL's block cache defaults to 5 % of RAM and would grow with the scene: cap it so
         # memory stays flat whatever the scene size.

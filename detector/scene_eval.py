@@ -39,11 +39,12 @@ import numpy as np
 from rasterio.windows import Window
 
 from detector import raster
-from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector, operating_threshold,
-                               stamp_metrics)
+from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector,
+                               operating_class_thresholds, operating_threshold, stamp_metrics)
 from detector.labels.vector import boxes_on_raster, overlap_error, read_vector
 from detector.metrics import ImageEval, evaluate_full, match_images
 from detector.runner import Detector
+from detector.spec import above_threshold
 from detector.tiling import box_iou, scene_windows, window_starts
 
 _M_PER_DEG_LAT = 110_574.0
@@ -82,11 +83,11 @@ def cut_mask(boxes: np.ndarray, width: int, height: int, tile: int, overlap: int
     return ((ix & ~cx).any(1) & iy.any(1)) | (ix.any(1) & (iy & ~cy).any(1))
 
 
-def duplicate_counts(im: ImageEval, det_gt: np.ndarray, threshold: float, iou: float = 0.5) -> np.ndarray:
-    """(N_gt,) int: detections at or above ``threshold`` left unmatched although they overlap
+def duplicate_counts(im: ImageEval, det_gt: np.ndarray, threshold, iou: float = 0.5) -> np.ndarray:
+    """(N_gt,) int: detections at or above ``threshold`` (one number, or (K,) per class) left unmatched although they overlap
     label i (same class, IoU >= ``iou``) that another detection matched: double reports."""
     dup = np.zeros(len(im.gt_labels), np.int64)
-    extra = (det_gt == -1) & (im.scores >= threshold)
+    extra = (det_gt == -1) & above_threshold(im.scores, im.labels, threshold)
     if not extra.any() or not len(im.gt_labels):
         return dup
     ov = box_iou(im.boxes[extra], im.gt_boxes)
@@ -172,6 +173,8 @@ def evaluate_scene_run(model: str | os.PathLike | Detector, scene: str | os.Path
     det = load_detector(model, device)
     spec = det.spec
     thr = operating_threshold(spec, threshold, min_score)
+    cls_thr = operating_class_thresholds(spec, threshold, min_score)  # None: thr for every class
+    op = np.full(spec.num_classes, thr) if cls_thr is None else cls_thr
     scene = Path(scene)
     raster.check_bands(scene, _band_count(scene), spec.bands)
     lab = scene_labels(labels, scene, spec.classes, class_field=class_field, layer=layer)
@@ -185,16 +188,17 @@ def evaluate_scene_run(model: str | os.PathLike | Detector, scene: str | os.Path
 
     d = det.predict_scene(scene, min_score=min_score, batch_size=batch_size)
     im = ImageEval(boxes, cls, d.boxes, d.scores, d.labels)
-    m = evaluate_full([im], spec.classes, threshold=thr, max_dets=None)
+    m = evaluate_full([im], spec.classes, threshold=thr, class_thresholds=cls_thr, max_dets=None)
 
     # scene extras: areas, false alarms per km2, recall across window boundaries
     px_m2 = pixel_area_m2(info.crs, info.transform, info.width, info.height)
     valid_km2 = n_valid * px_m2 / 1e6
     match = match_images([im], len(spec.classes), 0.5, None)[0]
-    found = (match.gt_det >= 0) & (d.scores[np.maximum(match.gt_det, 0)] >= thr) if len(cls) else np.zeros(0, bool)
+    hit = np.maximum(match.gt_det, 0)
+    found = ((match.gt_det >= 0) & above_threshold(d.scores[hit], d.labels[hit], op)) if len(cls) else np.zeros(0, bool)
     cross = crossing_mask(boxes, info.width, info.height, spec.tile_size, spec.overlap)
     cut = cut_mask(boxes, info.width, info.height, spec.tile_size, spec.overlap)
-    dup = duplicate_counts(im, match.det_gt, thr)
+    dup = duplicate_counts(im, match.det_gt, op)
 
     def part(sel):
         n = int(sel.sum())

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 SPEC_VERSION = 1
 SPEC_KEY = "revet_spec"
 DEFAULT_CLASSES = ("bunker", "revetment", "shelter")
@@ -41,6 +43,8 @@ class ModelSpec:
         overlap: default overlap in pixels between neighbouring windows of a scene.
         gsd: ground sample distance in metres per pixel the model was trained at (None: unknown).
         score_threshold: default minimum score of a reported detection.
+        class_thresholds: optional minimum score per class, in ``classes`` order (calibrated on
+            validation, see :meth:`thresholds`); None: ``score_threshold`` for every class.
         nms_iou: IoU above which same-class boxes are merged.
         max_detections: detections kept per tile.
         version: spec format version.
@@ -58,6 +62,7 @@ class ModelSpec:
     overlap: int = 64
     gsd: float | None = None
     score_threshold: float = 0.3
+    class_thresholds: tuple[float, ...] | None = None
     nms_iou: float = 0.5
     max_detections: int = 100
     version: int = SPEC_VERSION
@@ -98,6 +103,12 @@ class ModelSpec:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 <= v <= 1):  # also rejects NaN
                 raise ValueError(f"ModelSpec.{name}: expected a number in [0, 1], got {v}")
+        if self.class_thresholds is not None:
+            ct = self.class_thresholds
+            if not isinstance(ct, (tuple, list)) or len(ct) != len(self.classes) or not all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v <= 1 for v in ct):
+                raise ValueError(f"ModelSpec.class_thresholds: expected {len(self.classes)} numbers in (0, 1] "
+                                 f"(one per class {list(self.classes)}) or null, got {ct!r}")
         if self.tile_size < 32 or self.overlap < 0 or self.overlap >= self.tile_size:
             raise ValueError(
                 f"ModelSpec: expected tile_size >= 32 and 0 <= overlap < tile_size, "
@@ -112,6 +123,16 @@ class ModelSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def thresholds(self, min_score: float | None = None) -> np.ndarray:
+        """(K,) float64: the minimum score of a kept detection of each class, in ``classes``
+        order. ``min_score`` given: that for every class; else ``class_thresholds`` when the
+        spec has them, else ``score_threshold`` for every class. Apply with
+        :func:`above_threshold`."""
+        if min_score is None and self.class_thresholds is not None:
+            return np.asarray(self.class_thresholds, np.float64)
+        t = self.score_threshold if min_score is None else float(min_score)
+        return np.full(self.num_classes, t, np.float64)
+
     def replace(self, **changes: Any) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
 
@@ -120,6 +141,8 @@ class ModelSpec:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        if d["class_thresholds"] is None:  # specs without them read as before, also by older Revets
+            del d["class_thresholds"]
         return d
 
     def to_json(self) -> str:
@@ -154,3 +177,15 @@ class ModelSpec:
         except json.JSONDecodeError as e:
             raise ValueError(f"{source}: model spec is not valid JSON ({e})") from None
         return cls.from_dict(d, source)
+
+
+def above_threshold(scores, labels, thresholds) -> np.ndarray:
+    """(N,) bool: ``scores[i] >= thresholds[labels[i]]``. ``thresholds``: one number for every
+    class, or (K,) per class (:meth:`ModelSpec.thresholds`). The rule the runner keeps
+    detections by and evaluation counts its operating point by; compared in float64, so a
+    threshold that is a detection's own (float32) score keeps it."""
+    s = np.asarray(scores, np.float64)
+    t = np.asarray(thresholds, np.float64)
+    if t.ndim:
+        t = t[np.asarray(labels, np.int64)] if len(s) else np.zeros(0)
+    return s >= t

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from detector import raster
-from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector, operating_threshold,
-                               stamp_metrics)
+from detector.eval_run import (EVAL_MIN_SCORE, EvalRun, Source, finish_run, load_detector,
+                               operating_class_thresholds, operating_threshold, stamp_metrics)
 from detector.labels.coco import read_coco
 from detector.metrics import ImageEval, evaluate_full
 from detector.runner import Detector
@@ -28,9 +28,12 @@ def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike,
     """Score every image of the COCO file ``data`` and compute the metrics (max 100
     detections per image and class, as COCO; detections below ``min_score`` dropped).
     Images whose pixel size differs from the model's ``spec.gsd`` are resampled to it first
-    (:func:`detector.raster.read_image_at`); boxes are compared in the image's own pixels."""
+    (:func:`detector.raster.read_image_at`); boxes are compared in the image's own pixels.
+    The operating point is read at ``threshold`` for every class when given, else at the
+    spec's thresholds (per class where it has ``class_thresholds``), as ``revet predict`` keeps."""
     det = load_detector(model, device)
     thr = operating_threshold(det.spec, threshold, min_score)
+    cls_thr = operating_class_thresholds(det.spec, threshold, min_score)  # None: thr for every class
     labels = read_coco(data).remap(det.spec.classes)
     evals: list[ImageEval | None] = [None] * len(labels.images)
     sources: list[Source] = []
@@ -57,7 +60,7 @@ def evaluate_tiles(model: str | os.PathLike | Detector, data: str | os.PathLike,
         if image.shape[:2] != (t, t) or len(pending) == batch_size:
             flush()
     flush()
-    metrics = evaluate_full(evals, det.spec.classes, threshold=thr)
+    metrics = evaluate_full(evals, det.spec.classes, threshold=thr, class_thresholds=cls_thr)
     stamp_metrics(metrics, mode="tiles", min_score=min_score, model=model, data=data)
     return EvalRun(metrics, evals, sources, det.spec, "tiles", 100)
 

@@ -47,13 +47,26 @@ def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
 def set_score_threshold(path: str | os.PathLike, threshold: float) -> ModelSpec:
     """Store ``threshold`` as the operating score threshold in the checkpoint's spec (so the
     exported model and the runner use it by default). Rewrites the file atomically."""
+    return update_spec(path, score_threshold=round(float(threshold), 3))
+
+
+def set_class_thresholds(path: str | os.PathLike, thresholds, out: str | os.PathLike | None = None) -> ModelSpec:
+    """Store one operating threshold per class (``spec.classes`` order; None removes them) in
+    the spec of checkpoint ``path``, written to ``out`` (default: ``path`` itself, atomically)."""
+    return update_spec(path, out, class_thresholds=None if thresholds is None else tuple(float(t) for t in thresholds))
+
+
+def update_spec(path: str | os.PathLike, out: str | os.PathLike | None = None, **changes) -> ModelSpec:
+    """The checkpoint ``path`` with ``changes`` made to its spec (validated), written to ``out``
+    (default ``path``) atomically; returns the new spec."""
     path = Path(path)
+    out = path if out is None else Path(out)
     ckpt = read_checkpoint(path)
-    spec = spec_from_checkpoint(ckpt, path).replace(score_threshold=round(float(threshold), 3))
+    spec = spec_from_checkpoint(ckpt, path).replace(**changes)
     ckpt[SPEC_KEY] = spec.to_json()
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = out.with_name(f".{out.name}.tmp")
     torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    os.replace(tmp, out)
     return spec
 
 

@@ -404,16 +404,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         shutil.copyfile(path, out / "best.ckpt")
         path = out / "best.ckpt"
     thr = f1 = None
+    per_class: dict = {}  # per class of the validation metrics: its own best F1 ("best_f1")
     if cfg.report:
         from detector.train.run_report import write_run_report
 
         summary = write_run_report(out, checkpoint=path, train_seconds=seconds)
         thr, f1 = summary.get("best_f1_threshold"), summary.get("best_f1")
+        per_class = summary.get("per_class") or {}
     elif cfg.calibrate_threshold and cfg.val:
         from detector.evaluate import evaluate_tiles
 
-        best_f1 = evaluate_tiles(path, cfg.val, device="cpu").metrics["sweep"]["best"]
+        metrics = evaluate_tiles(path, cfg.val, device="cpu").metrics
+        best_f1 = metrics["sweep"]["best"]
         thr, f1 = best_f1.get("threshold"), best_f1.get("f1")
+        per_class = metrics["per_class"]
     # NaN when nothing was found on validation: keep the default threshold then
     usable = thr is not None and f1 is not None and math.isfinite(thr) and math.isfinite(f1)
     if cfg.calibrate_threshold and usable and f1 > 0 and 0 < thr <= 1:
@@ -421,6 +425,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
 
         # The best-F1 score on the validation set becomes the default operating point;
         # users lower it with --min-score for a high-recall first pass.
-        set_score_threshold(path, thr)
+        spec = set_score_threshold(path, thr)
         log.info("operating score threshold set to %.3f (best F1 %.3f on validation)", thr, f1)
+        # And one per class (each class's own best F1 on validation; the one threshold where a
+        # class has no validation objects or is never found): one threshold for all classes
+        # keeps a class the model scores lower (bunkers) at low recall. The runner keeps a
+        # detection at its class's threshold; score_threshold stays the pooled one (reports,
+        # sweeps) and --min-score / --threshold still set one for every class.
+        from detector.eval_run import calibrated_thresholds
+        from detector.train.checkpoint import set_class_thresholds
+
+        cls = calibrated_thresholds(per_class, spec.classes, spec.score_threshold)
+        set_class_thresholds(path, cls)
+        log.info("per-class thresholds set: %s", ", ".join(f"{c} {t:.3f}" for c, t in zip(spec.classes, cls)))
     return path

@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw
 
 from detector import raster
 from detector.eval_run import write_json
+from detector.spec import above_threshold
 from detector.tile_eval import evaluate_tiles
 from detector.display import display_rgb
 from detector.report import (DET_COLOUR, GT_COLOUR, PALETTE, _font, _Plot, plot_confusion,
@@ -339,10 +340,10 @@ def _dashed_rect(d: ImageDraw.ImageDraw, box, colour, width: int = 2, on: int = 
 def pick_grid_images(run, n: int) -> list[int]:
     """Indices of up to ``n`` images of ``run`` for the grid: those with ground truth or a
     detection above the threshold first (in dataset order), then the rest."""
-    thr = run.threshold
+    thr = run.thresholds  # per class where the model has class thresholds
     busy, quiet = [], []
     for i, im in enumerate(run.images):
-        has = len(im.gt_labels) > 0 or bool((np.asarray(im.scores) >= thr).any())
+        has = len(im.gt_labels) > 0 or bool(above_threshold(im.scores, im.labels, thr).any())
         (busy if has else quiet).append(i)
     return (busy + quiet)[:n]
 
@@ -387,7 +388,7 @@ def draw_val_grid(run, path: str | os.PathLike, *, n: int = 8, cols: int = GRID_
         for b in np.asarray(im.gt_boxes, np.float64).reshape(-1, 4):
             _dashed_rect(td, (x0 + b[0] * s, y0 + b[1] * s, x0 + b[2] * s - 1, y0 + b[3] * s - 1), GT_COLOUR, 2)
         scores = np.asarray(im.scores)
-        keep = np.flatnonzero(scores >= thr)
+        keep = np.flatnonzero(above_threshold(scores, im.labels, run.thresholds))
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         rects = {j: (x0 + b[0] * s, y0 + b[1] * s, x0 + b[2] * s - 1, y0 + b[3] * s - 1)
                  for j, b in ((j, np.asarray(im.boxes[j], np.float64)) for j in keep)}
@@ -447,8 +448,8 @@ def _checkpoint_path(run_dir: Path, checkpoint) -> Path:
 
 def summarize_metrics(m: dict) -> dict:
     """The headline numbers of an :func:`detector.metrics.evaluate_full` dict."""
-    per_class = {name: {k: c.get(k) for k in ("AP50", "AP", "recall50", "precision", "recall", "f1", "tp", "fp",
-                                                "fn", "num_gt")}
+    per_class = {name: {k: c.get(k) for k in ("AP50", "AP", "recall50", "threshold", "precision", "recall", "f1",
+                                                "tp", "fp", "fn", "num_gt", "best_f1")}
                  for name, c in m["per_class"].items()}
     return {"mAP50": m["mAP50"], "mAP50_95": m["mAP50_95"], "threshold": m["threshold"],
             "operating": dict(m["operating"]), "best_f1": dict(m["sweep"]["best"]),
@@ -533,6 +534,7 @@ def write_run_report(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLik
         "mAP50": ev.get("mAP50"), "mAP50_95": ev.get("mAP50_95"), "threshold": ev.get("threshold"),
         "precision": op.get("precision"), "recall": op.get("recall"), "f1": op.get("f1"),
         "best_f1_threshold": best.get("threshold"), "best_f1": best.get("f1"),
+        "per_class": ev.get("per_class"),
         "epochs": training.get("epochs"), "steps": (training["last_logged_step"] + 1
                                                     if "last_logged_step" in training else None),
         "time_s": training.get("time_s"),

@@ -182,7 +182,8 @@ def test_partial_run_never_raises(tmp_path, run_dir):
 
 
 def test_threshold_calibrated_without_the_report(synth_small, tmp_path):
-    """report=False still sets the spec's operating threshold to validation's best-F1 one."""
+    """report=False still sets the spec's operating threshold to validation's best-F1 one, and
+    each class's own (issue 17 item 5), which export carries into the ONNX file."""
     from detector.evaluate import evaluate_tiles
     from detector.train.checkpoint import read_checkpoint, spec_from_checkpoint
     from detector.train.fit import TrainConfig, train
@@ -193,8 +194,26 @@ def test_threshold_calibrated_without_the_report(synth_small, tmp_path):
     best = train(cfg)
     assert not (tmp_path / "run" / "metrics.json").exists()  # no report written
     spec = spec_from_checkpoint(read_checkpoint(best), best)
-    sweep = evaluate_tiles(best, synth_small / "val.json", device="cpu").metrics["sweep"]["best"]
+    metrics = evaluate_tiles(best, synth_small / "val.json", device="cpu").metrics
+    sweep = metrics["sweep"]["best"]
     if sweep["f1"] > 0:
         assert spec.score_threshold == pytest.approx(sweep["threshold"], abs=1e-3)
     else:  # nothing found on validation: the default stays
         assert spec.score_threshold == pytest.approx(0.3)
+        assert spec.class_thresholds is None
+        return
+    # and one per class: each class's own best F1 on validation, the global one where it has none
+    from detector.eval_run import calibrated_thresholds
+
+    assert spec.class_thresholds == calibrated_thresholds(metrics["per_class"], spec.classes, spec.score_threshold)
+    for name, t in zip(spec.classes, spec.class_thresholds):
+        b = metrics["per_class"][name]["best_f1"]
+        assert t == (b["rounded"] if b["f1"] > 0 else spec.score_threshold)
+        assert metrics["per_class"][name]["threshold"] == t  # evaluation read each class at its own
+    # export carries them into the ONNX file the runner reads
+    from detector.export.onnx_export import export_checkpoint
+    from detector.runner import Detector
+
+    onnx_path = tmp_path / "model.onnx"
+    export_checkpoint(best, onnx_path)
+    assert Detector.load(onnx_path, device="cpu").spec.class_thresholds == spec.class_thresholds
