@@ -191,7 +191,7 @@ class Detector:
         # one box per object: pieces and collinear fragments of one confident object joined
         if self.join_fragments:
             jb, js, jl, src, _ = tiling.join_fragments(boxes[keep], scores[keep], labels[keep],
-                                                       min_score=self.spec.score_threshold)
+                                                       min_score=self.spec.thresholds()[labels[keep]])
         else:
             src = np.argsort(-scores[keep], kind="stable")  # indices into keep
             jb, js, jl = boxes[keep][src].astype(np.float32), scores[keep][src].astype(np.float32), labels[keep][src]

@@ -135,7 +135,7 @@ def merge_windows(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, win
     return np.asarray(keep, np.int64)
 
 
-def join_fragments(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, min_score: float = 0.0,
+def join_fragments(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, min_score=0.0,
                    containment: float = 0.7, along: float = 0.25, across: float = 0.8, elongation: float = 2.0,
                    max_rounds: int = 8):
     """One box per object: join same-class boxes that are parts of one object.
@@ -155,7 +155,7 @@ def join_fragments(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *,
     Distinct objects side by side are offset across the joining axis, and distinct compact
     objects that touch make no elongated union, so they stay apart. Repeats until nothing
     joins (at most ``max_rounds``). Only boxes scoring at least ``min_score`` (the operating
-    threshold) take part: weaker candidates of a high-recall pass are returned as the model
+    threshold: a number, or (N,) one per box, e.g. its class's) take part: weaker candidates of a high-recall pass are returned as the model
     gave them, and never reshape a confident box. Returns ``(boxes, scores, labels, source, joined)``: the new
     arrays sorted by score, ``source`` (N',) the input index of each output's highest-scoring
     part and ``joined`` (N',) how many input boxes each output box stands for.

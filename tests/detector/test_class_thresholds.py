@@ -117,17 +117,19 @@ def test_scene_windows_and_predict_job_keep_by_class(fixed_model, tmp_path):
 
     from detector.predict import predict_files
 
-    scene = write_scene(tmp_path / "s.tif", TILE, seed=3)  # one window: Detector.window_part
+    # one window (Detector.window_part) of noise, which the first pass would skip: skip=False
+    scene = write_scene(tmp_path / "s.tif", TILE, seed=3)
     det = Detector.load(fixed_model, device="cpu")
-    assert det.predict_scene(scene).labels.tolist() == [1]
-    assert sorted(det.predict_scene(scene, min_score=0.3).labels.tolist()) == [0, 1]
+    assert det.predict_scene(scene, skip=False).labels.tolist() == [1]
+    assert sorted(det.predict_scene(scene, min_score=0.3, skip=False).labels.tolist()) == [0, 1]
     out = tmp_path / "job"
-    s = predict_files(fixed_model, [scene], out, device="cpu", formats="geojson")
+    s = predict_files(fixed_model, [scene], out, device="cpu", formats="geojson", skip=False)
     assert s["detections"] == 1 and s["min_score"] == [0.6, 0.4, 0.4]
     assert json.loads((out / "job.json").read_text())["min_score"] == [0.6, 0.4, 0.4]
     feats = json.loads(next(out.glob("*.geojson")).read_text())["features"]
     assert [f["properties"]["class"] for f in feats] == ["revetment"]
-    s = predict_files(fixed_model, [scene], tmp_path / "job2", device="cpu", formats="geojson", min_score=0.3)
+    s = predict_files(fixed_model, [scene], tmp_path / "job2", device="cpu", formats="geojson", min_score=0.3,
+                      skip=False)
     assert s["detections"] == 2 and s["min_score"] == 0.3
 
 
