@@ -328,5 +328,5 @@ def _variants(out: Path, spec, data: str, tiles: list[np.ndarray], *, fp16: bool
         if evaluate:
             m = evaluate_model(path, data, device="cpu")
             result[name].update(mAP50=m["mAP50"], mAP50_95=m["mAP50_95"], delta_mAP50=m["mAP50"] - base["mAP50"])
-        log.info("%s variant: mAP@0.5 %.4f (float32 %.4f)", name, m["mAP50"], base["mAP50"])
+            log.info("%s variant: mAP@0.5 %.4f (float32 %.4f)", name, m["mAP50"], base["mAP50"])
     return result
