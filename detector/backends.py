@@ -137,6 +137,7 @@ class OnnxBackend:
                 f"{self.path}: ONNX file has no '{SPEC_KEY}' metadata; export it with 'revet export'"
             )
         self.spec = ModelSpec.from_json(meta[SPEC_KEY], source=str(self.path))
+        self.meta = dict(meta)  # the spec and provenance (revet_version, exported, weights_sha256)
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray):

@@ -74,9 +74,13 @@ def _require_ray():
 def driver_detector(model) -> tuple[Detector, Path]:
     """The driver's Detector (CPU, one thread; it supplies the spec and the merge) and the ``.onnx``
     file the actors load. ValueError for a model the actors cannot load (a ``.ckpt``, or an
-    in-memory Detector without an ONNX file)."""
+    in-memory Detector without an ONNX file). A model with a scene companion
+    (:attr:`Detector.scene`, larger windows) is scored with the companion for every scene: the
+    actors load one file, and a batch job's scenes are large."""
     _require_ray()
     if isinstance(model, Detector):
+        if model.scene is not None:
+            model = model.scene
         path = getattr(model.backend, "path", None)
         if path is None or Path(path).suffix.lower() != ".onnx":
             raise ValueError("--engine ray: the Detector given has no .onnx file for the actors to load; "
@@ -88,7 +92,11 @@ def driver_detector(model) -> tuple[Detector, Path]:
     if path.suffix.lower() != ".onnx":
         raise ValueError(f"{path}: --engine ray scores exported .onnx models (revet export CKPT), "
                          f"not {path.suffix or 'extension-less'} files")
-    return Detector.load(path, device="cpu", threads=1), path
+    det = Detector.load(path, device="cpu", threads=1)
+    if det.scene is not None:
+        det = det.scene
+        path = Path(det.backend.path)
+    return det, path
 
 
 def _peak_rss_mb() -> float:

@@ -115,11 +115,16 @@ class Detector:
     #: False only to measure what the join does (benchmarks/bench_fragments.py)
     join_fragments: bool = True
 
-    def __init__(self, backend, spec: ModelSpec) -> None:
+    def __init__(self, backend, spec: ModelSpec, *, scene: "Detector | None" = None) -> None:
         self.backend = backend
         self.spec = spec
         # the first pass of scene scoring (detector.prescreen); None scores every window with data
         self.prescreen: _prescreen.Prescreen | None = _prescreen.DEFAULT
+        # the same network exported with a larger window (scene_model_path): used for a scene
+        # whenever it scores fewer pixels than this model's windows would (for_grid)
+        self.scene = scene
+        if scene is not None:
+            check_scene_model(spec, scene.spec, getattr(scene.backend, "path", "scene model"))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None,
@@ -134,7 +139,32 @@ class Detector:
         path = zoo.resolve(path)
         # .ckpt: the backend export registers (detector.backends.register_backend); torch only then
         backend = load_backend(path, device=device, threads=threads, **options)
-        return cls(backend, backend.spec)
+        scene = None
+        companion = scene_model_path(path)
+        if companion is not None and companion.exists():
+            sb = load_backend(companion, device=device, threads=threads, **options)
+            try:
+                scene = cls(sb, sb.spec)
+                check_scene_model(backend.spec, sb.spec, companion, getattr(backend, "meta", None),
+                                  getattr(sb, "meta", None))
+            except ValueError as e:
+                log.warning("%s; scoring scenes with %s's own windows", e, path)
+                scene = None
+        return cls(backend, backend.spec, scene=scene)
+
+    def for_grid(self, width: int, height: int, overlap: int | None = None) -> "Detector":
+        """The detector to score a ``width`` x ``height`` grid (model pixels) with: the scene
+        model (:attr:`scene`, larger windows, less overlap work) when its windows cover the grid
+        with fewer scored pixels than this model's, else this one. ``overlap`` (pixels) as given
+        to the scene, default the spec's."""
+        if self.scene is None:
+            return self
+        ov = self.spec.overlap if overlap is None else overlap
+
+        def scored(t: int) -> int:
+            return len(tiling.scene_windows(width, height, t, ov)) * t * t
+
+        return self.scene if scored(self.scene.spec.tile_size) < scored(self.spec.tile_size) else self
 
     # ---------------------------------------------------------------- tiles
     def prepare_batch(self, tiles, valid) -> np.ndarray:
@@ -279,9 +309,11 @@ class Detector:
         # memory stays flat whatever the scene size.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), raster.open_raster(path) as ds:
             plan = self._plan(ds, path, ov, resample, max_megapixels)
-            det = self._score_windows(_RasterSource(ds, self.spec.bands, plan.tile, plan.factor),
-                                      plan.width, plan.height, thr, ov, batch_size,
-                                      screen=self.prescreen if skip else None)
+            run = self.for_grid(plan.width, plan.height, ov)  # the detector whose window the plan has
+            det = run._score_windows(_RasterSource(ds, self.spec.bands, plan.tile, plan.factor),
+                                     plan.width, plan.height, thr, ov, batch_size,
+                                     screen=self.prescreen if skip else None)
+        det.extra["window"] = plan.tile
         return self.finish_scene(det, plan)
 
     def plan_scene(self, path: str | os.PathLike, *, overlap: int | None = None,
@@ -302,7 +334,7 @@ class Detector:
             log.info("%s: %d bands; the model reads bands %s", path, ds.count, list(self.spec.bands))
         f = raster.resample_factor(info.gsd, self.spec.gsd) if resample else 1.0  # raster px per model px
         w, h = (ds.width, ds.height) if f == 1.0 else (int(np.ceil(ds.width / f)), int(np.ceil(ds.height / f)))
-        t = self.spec.tile_size
+        t = self.for_grid(w, h, overlap).spec.tile_size  # the scene model's window where it does less work
         # before the window list is built: a header claiming 10^6 x 10^6 px means ~20 M windows
         n = len(tiling.window_starts(w, t, overlap)) * len(tiling.window_starts(h, t, overlap))
         raster.check_size(path, ds.width, ds.height, max_megapixels, windows=n)
@@ -367,6 +399,45 @@ def skip_extra(n_windows: int, skipped: dict, screen) -> dict:
     return {"skipped": int(n), "skipped_nodata": int(skipped.get("nodata", 0)),
             "skip_fraction": round(n / n_windows, 4) if n_windows else 0.0,
             "prescreen": screen.to_dict() if screen is not None else None}
+
+
+SCENE_TAG = ".scene"  # model.onnx -> model.scene.onnx, model.int8.onnx -> model.scene.int8.onnx
+_VARIANT_TAGS = (".int8", ".fp16")  # the suffixes revet export gives its variants
+
+
+def scene_model_path(path: str | os.PathLike) -> Path | None:
+    """Where the scene companion of the ONNX model ``path`` lives (the same network exported with
+    a larger window, ``revet export --scene-window``): ``X.onnx`` -> ``X.scene.onnx``,
+    ``X.int8.onnx`` -> ``X.scene.int8.onnx`` (as export names that file's variants). None for
+    other files and for a scene model itself."""
+    p = Path(path)
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else None
+    if stem is None:
+        return None
+    variant = next((v for v in _VARIANT_TAGS if stem.endswith(v)), "")
+    base = stem[: len(stem) - len(variant)]
+    if base.endswith(SCENE_TAG):
+        return None
+    return p.with_name(f"{base}{SCENE_TAG}{variant}.onnx")
+
+
+def check_scene_model(tile: ModelSpec, scene: ModelSpec, source, tile_meta: dict | None = None,
+                      scene_meta: dict | None = None) -> None:
+    """Raise ValueError naming ``source`` unless the spec ``scene`` is ``tile``'s network in a
+    larger window: the same classes, bands, dtype, pixel size, scaling, normalization,
+    thresholds and overlap, a larger ``tile_size``, and (when both ONNX files record it) the
+    same ``weights_sha256``."""
+    same = ("arch", "classes", "bands", "dtype", "gsd", "offset", "scale", "mean", "std", "overlap",
+            "nms_iou", "score_threshold", "class_thresholds")
+    diff = [k for k in same if getattr(tile, k) != getattr(scene, k)]
+    if diff:
+        raise ValueError(f"{source}: scene model differs from the model in {diff}")
+    if scene.tile_size <= tile.tile_size:
+        raise ValueError(f"{source}: scene model window {scene.tile_size} px is not larger than the "
+                         f"model's {tile.tile_size} px")
+    a, b = (tile_meta or {}).get("weights_sha256"), (scene_meta or {}).get("weights_sha256")
+    if a and b and a != b:
+        raise ValueError(f"{source}: scene model holds other weights than the model (weights_sha256 differs)")
 
 
 def read_scene_window(ds, bands, tile: int, col: int, row: int, factor: float = 1.0):

@@ -9,6 +9,7 @@ so a rebuild interrupted anywhere resumes (training from ``run/last.ckpt``). Lay
     data/test_holdout/test.json    varied style, the held-out season alone
     run/                           the training run (best.ckpt, last.ckpt, logs, report)
     model.onnx, model.int8.onnx    exported with parity reports
+    model.scene{,.int8}.onnx       the same network in 1536 px windows, for scenes
     metrics_<set>.json             test metrics of model.onnx (and .int8) on each test set
 
 ``package`` writes ``detector/zoo/revet-base/`` (see :mod:`detector.zoo`): fp16 weights,
@@ -117,9 +118,16 @@ def stage_train(out: Path, train_opts: dict) -> Path:
 def stage_export(out: Path) -> dict:
     from detector.export.onnx_export import export_checkpoint
 
+    from detector.export.onnx_export import export_scene_model
+
+    ckpt = out / "run" / "best.ckpt"
     if (out / "model.int8.onnx").exists():
-        return json.loads((out / "model.onnx.parity.json").read_text())
-    return export_checkpoint(out / "run" / "best.ckpt", out / "model.onnx", int8=True)
+        report = json.loads((out / "model.onnx.parity.json").read_text())
+    else:
+        report = export_checkpoint(ckpt, out / "model.onnx", int8=True)
+    if not (out / "model.scene.int8.onnx").exists():  # the scene companions (larger windows)
+        report["scene"] = export_scene_model(ckpt, out / "model.onnx", int8=True)
+    return report
 
 
 def stage_evaluate(out: Path, corpus: dict) -> dict:
@@ -164,7 +172,7 @@ def stage_package(out: Path, corpus: dict, train_opts: dict, metrics: dict, dest
     dest = Path(dest or zoo.ZOO_DIR / "revet-base")
     dest.mkdir(parents=True, exist_ok=True)
     save_fp16_weights(out / "run" / "best.ckpt", dest / zoo.WEIGHTS)
-    for f in (zoo.ONNX, zoo.ONNX_INT8):
+    for f in (zoo.ONNX, zoo.ONNX_INT8, *zoo.SCENE_FILES):
         shutil.copyfile(out / f, dest / f)
     budget = json.loads((out / "run" / "budget.json").read_text())
     # the exported spec, with the operating threshold calibrated after training (run/spec.json
@@ -180,7 +188,7 @@ def stage_package(out: Path, corpus: dict, train_opts: dict, metrics: dict, dest
                 "AP50": {c: round(v["AP50"], 4) for c, v in m["per_class"].items()}}
 
     card = {"name": "revet-base", "arch": spec["arch"], "classes": spec["classes"], "spec": spec,
-            "files": {f: sha256_file(dest / f) for f in (zoo.WEIGHTS, zoo.ONNX, zoo.ONNX_INT8)},
+            "files": {f: sha256_file(dest / f) for f in (zoo.WEIGHTS, zoo.ONNX, zoo.ONNX_INT8, *zoo.SCENE_FILES)},
             "training": {"corpus": corpus, "options": train_opts, "steps": budget.get("steps_done"),
                          "train_minutes": round(budget.get("train_seconds", 0) / 60, 1),
                          "precision": budget.get("precision"), "hardware": budget.get("hardware")},

@@ -223,7 +223,8 @@ def _mosaics(images: list[np.ndarray], t: int, limit: int) -> list[np.ndarray]:
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify: str | None = None,
                       n_verify: int = 64, fp16: bool = False, int8: bool = False,
-                      calibrate: str | None = None, tile_size: int | None = None) -> dict:
+                      calibrate: str | None = None, tile_size: int | None = None,
+                      evaluate_variants: bool = True) -> dict:
     """Export ``ckpt`` to ONNX at ``out`` and check parity on real tiles.
 
     Writes ``out`` and ``<out>.parity.json``; raises :class:`ParityError` when parity fails,
@@ -235,6 +236,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
     networks are convolutional, so a larger window scores scenes with less overlap work
     (1024 px: about 1.3x the megapixels/s of 512 at overlap 128); tiles smaller than it are
     padded. It must be a multiple of 32 (the coarsest feature stride) above the overlap.
+    ``evaluate_variants=False`` writes the variants without measuring their mAP.
     """
     from detector.backends import OnnxBackend
 
@@ -272,20 +274,47 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, verify
         raise ParityError(f"{out}: ONNX Runtime does not match PyTorch: {json.dumps(report)}{hint}")
     os.replace(unverified, out)
     if fp16 or int8:
-        report["variants"] = _variants(out, spec, source, tiles, fp16=fp16, int8=int8, calibrate=calibrate)
+        report["variants"] = _variants(out, spec, source, tiles, fp16=fp16, int8=int8, calibrate=calibrate,
+                                       evaluate=evaluate_variants)
     Path(str(out) + ".parity.json").write_text(json.dumps(report, indent=2))
     return report
 
 
+SCENE_WINDOW = 1536  # revet export --scene-window default: see export_scene_model
+
+
+def export_scene_model(ckpt: str | os.PathLike, out: str | os.PathLike, window: int = SCENE_WINDOW, *,
+                       verify: str | None = None, n_verify: int = 8, fp16: bool = False, int8: bool = False,
+                       calibrate: str | None = None) -> dict:
+    """Export ``ckpt`` once more as the scene companion of the model at ``out``: the same network
+    in ``window`` x ``window`` px windows, written to :func:`detector.runner.scene_model_path`
+    (``X.onnx`` -> ``X.scene.onnx``, variants ``X.scene.int8.onnx``), parity-checked like any
+    export (on ``n_verify`` mosaics of verification tiles at the window's size). The runner
+    loads it beside ``X.onnx`` and scores a scene with it whenever its windows cover the scene
+    with fewer pixels: at overlap 128 a 512 px window scores 1.78x a scene's pixels, a 1536 px
+    one 1.19x. 1536 px is the default because at batch 1 its ONNX Runtime peak memory stays
+    under 1 GB for the default model (``benchmarks/bench_scene.py`` measures it per window).
+    Variants' mAP is not re-measured: it is the tile model's (same weights, same graph per pixel)."""
+    from detector.runner import scene_model_path
+
+    path = scene_model_path(out)
+    if path is None:
+        raise ValueError(f"{out}: expected the .onnx path of the tile model (the scene model is written beside it)")
+    return export_checkpoint(ckpt, path, verify=verify, n_verify=n_verify, fp16=fp16, int8=int8,
+                             calibrate=calibrate, tile_size=window, evaluate_variants=False)
+
+
 def _variants(out: Path, spec, data: str, tiles: list[np.ndarray], *, fp16: bool, int8: bool,
-              calibrate: str | None) -> dict:
-    """Write fp16/int8 variants of ``out`` and their mAP against float32 on ``data``; int8 is
-    calibrated on ``calibrate``'s tiles, else on ``tiles`` (the verification tiles of ``data``)."""
+              calibrate: str | None, evaluate: bool = True) -> dict:
+    """Write fp16/int8 variants of ``out`` and (``evaluate``) their mAP against float32 on ``data``;
+    int8 is calibrated on ``calibrate``'s tiles, else on ``tiles`` (the verification tiles of ``data``)."""
     from detector.evaluate import evaluate_model
     from detector.export.quantize import to_fp16, to_int8
 
-    base = evaluate_model(out, data, device="cpu")
-    result = {"float32": {"path": str(out), "mAP50": base["mAP50"], "mAP50_95": base["mAP50_95"]}}
+    result = {"float32": {"path": str(out)}}
+    if evaluate:
+        base = evaluate_model(out, data, device="cpu")
+        result["float32"].update(mAP50=base["mAP50"], mAP50_95=base["mAP50_95"])
     todo = []
     if fp16:
         todo.append(("fp16", lambda p: to_fp16(out, p)))
@@ -295,8 +324,9 @@ def _variants(out: Path, spec, data: str, tiles: list[np.ndarray], *, fp16: bool
     for name, make in todo:
         path = out.with_name(f"{out.stem}.{name}.onnx")
         make(path)
-        m = evaluate_model(path, data, device="cpu")
-        result[name] = {"path": str(path), "mAP50": m["mAP50"], "mAP50_95": m["mAP50_95"],
-                        "delta_mAP50": m["mAP50"] - base["mAP50"], "size_mb": round(path.stat().st_size / 2**20, 2)}
-        log.info("%s variant: mAP@0.5 %.4f (float32 %.4f)", name, m["mAP50"], base["mAP50"])
+        result[name] = {"path": str(path), "size_mb": round(path.stat().st_size / 2**20, 2)}
+        if evaluate:
+            m = evaluate_model(path, data, device="cpu")
+            result[name].update(mAP50=m["mAP50"], mAP50_95=m["mAP50_95"], delta_mAP50=m["mAP50"] - base["mAP50"])
+            log.info("%s variant: mAP@0.5 %.4f (float32 %.4f)", name, m["mAP50"], base["mAP50"])
     return result

@@ -4,6 +4,9 @@ Each shipped model is one folder ``detector/zoo/<name>/`` holding::
 
     model.onnx        float32 ONNX (spec in its metadata): `revet predict NAME ...`
     model.int8.onnx   int8 ONNX, faster on CPUs: `revet predict NAME:int8 ...`
+    model.scene.onnx, model.scene.int8.onnx
+                      the same networks in larger windows, loaded beside them to score scenes
+                      (:func:`detector.runner.scene_model_path`)
     weights.fp16.pt   float16 network weights + spec (torch): `revet train --weights NAME`
     card.json         SHA-256 of each file, the training record and test metrics (docs/models.md)
 
@@ -21,6 +24,7 @@ from detector.hashing import sha256_file
 
 ZOO_DIR = Path(__file__).resolve().parent
 ONNX, ONNX_INT8, WEIGHTS, CARD = "model.onnx", "model.int8.onnx", "weights.fp16.pt", "card.json"
+SCENE_FILES = ("model.scene.onnx", "model.scene.int8.onnx")
 _KINDS = {"onnx": ONNX, "int8": ONNX_INT8, "weights": WEIGHTS}
 
 
