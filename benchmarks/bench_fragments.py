@@ -47,7 +47,7 @@ def score(det, scene: Path, truth: np.ndarray, windows: list, tile: int) -> dict
     return {"detections": len(r), "recall": hit.mean(), "multi": int(multi.sum()),
             "recall_cut": hit[cut].mean() if cut.any() else float("nan"),
             "recall_rest": hit[~cut].mean(), "cut": int(cut.sum()), "objects": len(truth),
-            "false": int((~used).sum())}
+            "false": int((~used).sum()), "result": r}
 
 
 def main(argv=None) -> None:
@@ -74,6 +74,7 @@ def main(argv=None) -> None:
             for join in (False, True):
                 det.join_fragments = join
                 m = score(det, path, truth, plan.windows, plan.tile)
+                m.pop("result")
                 rows[join].append(m)
                 print(f"seed {seed} join={join!s:5}: objects {m['objects']} (on window edges {m['cut']}), "
                       f"detections {m['detections']}, recall {m['recall']:.3f} (edges {m['recall_cut']:.3f}, "

@@ -1,11 +1,19 @@
-"""Scene throughput and peak memory of the runner, and ONNX Runtime against PyTorch eager.
+"""Scene scoring per model variant and setting: speed, memory, work skipped, and quality.
 
-    python benchmarks/bench_scene.py [--model MODEL.onnx] [--sizes 2048 8192 16384] [--repeats 3]
+    python benchmarks/bench_scene.py [--model revet-base:int8 revet-base ...] [--size 8192] [--repeats 3]
+    python benchmarks/bench_scene.py --model m.onnx --sizes 2048 8192 16384      # memory flat with size
+    python benchmarks/bench_scene.py --torch --arch fcos_lite                       # ORT against eager
 
-Without --model, the default architecture is built with random weights and exported (speed
-does not depend on the weights). Each scene is scored in a fresh subprocess so that its peak
-RSS (ru_maxrss) is its own. Prints megapixels/s (median of repeats) and peak memory per scene
-size, then tiles/s of ONNX Runtime and of PyTorch eager on the same batches, and their ratio.
+For each model it scores the same scene with the scene companion (``X.scene.onnx``, larger
+windows, when it exists) and without it (the model's own windows), and with the first pass
+(``detector.prescreen``) on and off. Each run is a fresh process, so its peak RSS (VmHWM)
+and whole-process time (imports, model load, reading, scoring, merging) are its own. Prints per
+setting: window size, MP/s of the whole process and of predict_scene alone (median of
+``--repeats``), peak RSS, windows scored and skipped, and on the rendered scene (``--size``, at
+0.5 m, targets and look-alikes placed anywhere, truth known) recall at the operating threshold
+(IoU 0.5), objects reported more than once (two or more detections at IoU >= 0.3), recall of
+objects across interior window edges against the others, and the CPU's SIMD flags.
+``--sizes`` scores mirrored synthetic scenes of those sizes (no truth) for memory against size.
 """
 from __future__ import annotations
 
@@ -60,20 +68,6 @@ def default_model(out: Path, arch: str) -> Path:
     return out
 
 
-def score_once(model: str, scene: str, batch: int, threads: int | None) -> None:
-    """Child process: score one scene, print seconds and peak RSS as JSON."""
-    import resource
-
-    from detector.runner import Detector
-
-    det = Detector.load(model, device="auto", threads=threads)
-    t = time.perf_counter()
-    r = det.predict_scene(scene, batch_size=batch)
-    dt = time.perf_counter() - t
-    print(json.dumps({"seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "detections": len(r), "windows": r.extra["windows"]}))
-
-
 def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict:
     import torch
 
@@ -99,45 +93,135 @@ def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict
     return res
 
 
+
+def score_once(model: str, scene: str, batch: int, threads: int | None, companion: bool, skip: bool,
+               truth: str | None) -> None:
+    """Child process: score one scene, print its figures as JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_fragments import score
+
+    from detector.runner import Detector
+
+    det = Detector.load(model, device="auto", threads=threads)
+    if not companion:
+        det.scene = None
+    if not skip:
+        det.prescreen = None
+    plan = det.plan_scene(scene)
+    t = time.perf_counter()
+    if truth:
+        m = score(det, Path(scene), np.load(truth), plan.windows, plan.tile)
+        r = m.pop("result")
+    else:
+        r, m = det.predict_scene(scene, batch_size=batch), {}
+    dt = time.perf_counter() - t
+    print(json.dumps({"seconds": dt,
+                      "rss_mb": peak_rss_mb(), "detections": len(r), "windows": r.extra["windows"], "window": r.extra.get("window"),
+                      "skipped": r.extra.get("skipped", 0), "megapixels": r.width * r.height / 1e6,
+                      **{k: float(v) for k, v in m.items()}}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM, MB). Not ru_maxrss: a child started by a
+    parent holding more memory inherits the parent's ru_maxrss across fork and exec."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_facts() -> str:
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        flags = next(x for x in lines if x.startswith("flags")).split()
+        name = next(x for x in lines if x.startswith("model name")).split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        return "cpu unknown"
+    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{name}, {os.cpu_count()} logical cores; flags: {' '.join(have) or 'no avx2'}"
+
+
+def run_child(model: str, scene: Path, a, *, companion: bool, skip: bool, truth: Path | None) -> dict:
+    runs = []
+    for _ in range(a.repeats):
+        cmd = [sys.executable, __file__, "--child", model, str(scene), "--batch", str(a.batch),
+               "--companion", str(int(companion)), "--skip", str(int(skip))]
+        if truth is not None:
+            cmd += ["--truth", str(truth)]
+        if a.threads:
+            cmd += ["--threads", str(a.threads)]
+        t = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        r["process_seconds"] = time.perf_counter() - t  # the whole process, interpreter start included
+        runs.append(r)
+    med = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "process_seconds")}
+    return {**runs[0], **med, "rss_mb": max(r["rss_mb"] for r in runs)}
+
+
+def render_truth_scene(work: Path, size: int, seed: int) -> tuple[Path, Path]:
+    from rasterio.transform import from_origin
+
+    from detector.datasets.synth import render_image, write_geotiff
+
+    path, truth = work / f"truth_{size}_{seed}.tif", work / f"truth_{size}_{seed}.npy"
+    if not path.exists():
+        r = render_image(10_000 + seed, size, size, gsd=0.5, negatives=True, contain=False)
+        write_geotiff(path, r.image, from_origin(500000, 4000000, 0.5, 0.5))
+        np.save(truth, np.asarray(r.boxes, np.float64).reshape(-1, 4))
+    return path, truth
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", nargs="*", help="one or more .onnx files (e.g. float32 and int8)")
-    ap.add_argument("--arch", default="fcos_lite")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 16384])
+    ap.add_argument("--model", nargs="*", default=["revet-base:int8", "revet-base"],
+                    help="models: .onnx files or shipped names (default: revet-base int8 and float32)")
+    ap.add_argument("--size", type=int, default=8192, help="side of the rendered scene with truth (px)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[], help="mirrored scenes for memory against size")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--torch", action="store_true", help="also ONNX Runtime against PyTorch eager (--arch)")
+    ap.add_argument("--arch", default="fcos_lite")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "revet_bench_scene"))
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--companion", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--skip", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--truth", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        score_once(a.child[0], a.child[1], a.batch, a.threads)
+        score_once(a.child[0], a.child[1], a.batch, a.threads, bool(a.companion), bool(a.skip), a.truth)
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    models = [Path(m) for m in a.model] if a.model else [default_model(work / f"{a.arch}.onnx", a.arch)]
-    for model in models:
-        print(f"model {model}")
-        scenes(model, a, work)
-    r = onnx_vs_torch(models[0], a.arch, max(3, a.repeats), a.batch)
-    print(f"batch {a.batch} tiles, {models[0].name}: onnxruntime {r['onnxruntime']:.1f} tiles/s, torch eager "
-          f"{r['torch_eager']:.1f} tiles/s, ratio {r['ratio']:.2f}x")
-
-
-def scenes(model: Path, a, work: Path) -> None:
-    for size in a.sizes:
-        scene = make_scene(work / f"scene_{size}.tif", size)
-        runs = []
-        for _ in range(a.repeats):
-            cmd = [sys.executable, __file__, "--child", str(model), str(scene), "--batch", str(a.batch)]
-            if a.threads:
-                cmd += ["--threads", str(a.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            runs.append(json.loads(out))
-        sec = statistics.median(r["seconds"] for r in runs)
-        mp = size * size / 1e6
-        print(f"scene {size:>6} px: {mp:7.1f} MP  {mp / sec:6.2f} MP/s (median of {a.repeats}: {sec:.1f} s, "
-              f"{runs[0]['windows']} windows)  peak RSS {max(r['rss_mb'] for r in runs):7.1f} MB")
+    print(cpu_facts())
+    scene, truth = render_truth_scene(work, a.size, a.seed)
+    print(f"scene {a.size}^2 px at 0.5 m (seed {a.seed}), {len(np.load(truth))} objects; median of {a.repeats}")
+    print("| model | window | first pass | MP/s process | MP/s scoring | peak RSS MB | windows scored / skipped "
+          "| recall | edges / rest | reported twice+ | detections |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for model in a.model:
+        for companion, skip in ((True, True), (True, False), (False, True), (False, False)):
+            r = run_child(model, scene, a, companion=companion, skip=skip, truth=truth)
+            mp = r["megapixels"]
+            print(f"| {model} | {r['window']} | {'on' if skip else 'off'} | {mp / r['process_seconds']:.2f} | "
+                  f"{mp / r['seconds']:.2f} | {r['rss_mb']:.0f} | {r['windows'] - r['skipped']:.0f} / "
+                  f"{r['skipped']:.0f} | {r['recall']:.3f} | {r['recall_cut']:.3f} / {r['recall_rest']:.3f} | "
+                  f"{r['multi']:.0f} ({100 * r['multi'] / r['objects']:.1f} %) | {r['detections']} |", flush=True)
+    for model in a.model:
+        for size in a.sizes:
+            s = make_scene(work / f"scene_{size}.tif", size)
+            r = run_child(model, s, a, companion=True, skip=True, truth=None)
+            print(f"{model}: scene {size} px ({r['megapixels']:.1f} MP), window {r['window']}: "
+                  f"{r['megapixels'] / r['seconds']:.2f} MP/s scoring, peak RSS {r['rss_mb']:.0f} MB", flush=True)
+    if a.torch:
+        m = default_model(work / f"{a.arch}.onnx", a.arch)
+        r = onnx_vs_torch(m, a.arch, max(3, a.repeats), a.batch)
+        print(f"batch {a.batch} tiles, {m.name}: onnxruntime {r['onnxruntime']:.1f} tiles/s, torch eager "
+              f"{r['torch_eager']:.1f} tiles/s, ratio {r['ratio']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ FLOOR = {"onnx": 0.85, "int8": 0.85}  # mAP@0.5 on N_TILES standard-style tiles 
 def test_shipped_files_match_the_card():
     assert NAME in zoo.available()
     card = zoo.card(NAME)
-    assert set(card["files"]) == {zoo.ONNX, zoo.ONNX_INT8, zoo.WEIGHTS}
+    assert set(card["files"]) == {zoo.ONNX, zoo.ONNX_INT8, zoo.WEIGHTS, *zoo.SCENE_FILES}
     assert all(zoo.verify(NAME).values()), zoo.verify(NAME)
     assert card["training"]["steps"] > 0 and card["training"]["hardware"]
 
@@ -38,6 +38,20 @@ def test_spec_is_the_same_in_card_and_onnx_files():
     for kind in ("onnx", "int8"):
         meta = {p.key: p.value for p in onnx.load(zoo.resolve(NAME, kind), load_external_data=False).metadata_props}
         assert ModelSpec.from_json(meta[SPEC_KEY]) == spec, kind
+
+
+def test_the_scene_companions_are_loaded_and_are_the_same_network():
+    """revet-base scores scenes in 1536 px windows (the scene companion, same weights) and tiles
+    in 512 px ones; both variants pair with their own companion."""
+    from detector.runner import Detector
+
+    for ref in (NAME, f"{NAME}:int8"):
+        det = Detector.load(ref, device="cpu")
+        assert det.scene is not None and det.scene.spec.tile_size == zoo.card(NAME)["scene_window"] == 1536
+        assert det.spec.tile_size == 512
+        assert det.scene.backend.meta["weights_sha256"] == det.backend.meta["weights_sha256"]
+        assert ("int8" in det.scene.backend.path.name) == ("int8" in det.backend.path.name)
+        assert det.for_grid(8192, 8192) is det.scene and det.for_grid(512, 512) is det
 
 
 @pytest.fixture(scope="module")
