@@ -25,6 +25,10 @@ SPEC_KEY = "revet_spec"
 DEFAULT_CLASSES = ("bunker", "revetment", "shelter")
 
 
+# the lowest score a model reports: the export adapter's floor and the model's own post-processing
+# in training's validation (train.models.build_model), so validation, which picks best.ckpt,
+# ranks the same candidates as revet evaluate
+MIN_CANDIDATE_SCORE = 0.001
 GSD_LIMITS = (0.01, 1000.0)  # metres per pixel a spec may state (1e-6 would resample scenes to petapixels)
 
 

@@ -25,7 +25,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import nms, roi_align
 from torchvision.ops.poolers import _setup_scales
 
-from detector.spec import ModelSpec
+from detector.spec import MIN_CANDIDATE_SCORE, ModelSpec
 
 
 ONE_STAGE = ("SSD", "FCOS", "RetinaNet")
@@ -64,7 +64,7 @@ class DetectionAdapter(_Normalized):
     """One-stage families (SSD, FCOS, RetinaNet): head outputs decoded against fixed anchors."""
 
     def __init__(self, model: nn.Module, spec: ModelSpec, *, pre_nms_top_k: int | None = None,
-                 min_score: float = 0.001) -> None:
+                 min_score: float = MIN_CANDIDATE_SCORE) -> None:
         kind = type(model).__name__
         if kind not in ONE_STAGE:
             raise ValueError(

@@ -29,7 +29,7 @@ from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extract
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from detector.spec import ModelSpec
+from detector.spec import MIN_CANDIDATE_SCORE, ModelSpec
 
 
 class NativeSizeTransform(GeneralizedRCNNTransform):
@@ -121,6 +121,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
                                  tile_size=spec.tile_size)
     model.transform = NativeSizeTransform(spec.mean, spec.std)
     model.detections_per_img = spec.max_detections
+    if hasattr(model, "score_thresh"):  # one-stage: validation keeps what the exported graph keeps
+        model.score_thresh = MIN_CANDIDATE_SCORE
     if hasattr(model, "nms_thresh"):
         model.nms_thresh = spec.nms_iou
     if hasattr(model, "roi_heads"):

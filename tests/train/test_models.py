@@ -135,3 +135,19 @@ def test_export_adapter_refuses_unknown_families_by_name():
         build_adapter(torch.nn.Sequential(), spec)
     with pytest.raises(ValueError, match="no fixed-output export adapter"):
         DetectionAdapter(build_model(small_spec("fasterrcnn_mobilenet")), spec)
+
+
+@pytest.mark.parametrize("arch", available())
+def test_validation_post_processing_keeps_what_the_exported_graph_keeps(arch):
+    """Training's validation (the model's own post-processing, which picks best.ckpt) uses the
+    export adapter's score floor, NMS IoU and detection cap, so it ranks the candidates
+    revet evaluate ranks (torchvision's one-stage default floor is 0.05-0.2)."""
+    from detector.export.adapter import build_adapter
+    from detector.spec import MIN_CANDIDATE_SCORE
+
+    spec = small_spec(arch, nms_iou=0.45, max_detections=37)
+    model = build_model(spec)
+    heads = getattr(model, "roi_heads", model)
+    assert heads.detections_per_img == 37 and heads.nms_thresh == 0.45
+    if not hasattr(model, "roi_heads"):
+        assert model.score_thresh == MIN_CANDIDATE_SCORE == build_adapter(model, spec).min_score
