@@ -1,6 +1,6 @@
 """Scene scoring per model variant and setting: speed, memory, work skipped, and quality.
 
-    python benchmarks/bench_scene.py [--model revet-base:int8 revet-base ...] [--size 8192] [--repeats 3]
+    python benchmarks/bench_scene.py [--model revet-base:int8 revet-base ...] [--size 4096] [--sizes 8192] [--repeats 3]
     python benchmarks/bench_scene.py --model m.onnx --sizes 2048 8192 16384      # memory flat with size
     python benchmarks/bench_scene.py --torch --arch fcos_lite                       # ORT against eager
 
@@ -95,14 +95,14 @@ def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict
 
 
 def score_once(model: str, scene: str, batch: int, threads: int | None, companion: bool, skip: bool,
-               truth: str | None) -> None:
+               truth: str | None, device: str = "auto") -> None:
     """Child process: score one scene, print its figures as JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_fragments import score
 
     from detector.runner import Detector
 
-    det = Detector.load(model, device="auto", threads=threads)
+    det = Detector.load(model, device=device, threads=threads)
     if not companion:
         det.scene = None
     if not skip:
@@ -147,7 +147,7 @@ def run_child(model: str, scene: Path, a, *, companion: bool, skip: bool, truth:
     runs = []
     for _ in range(a.repeats):
         cmd = [sys.executable, __file__, "--child", model, str(scene), "--batch", str(a.batch),
-               "--companion", str(int(companion)), "--skip", str(int(skip))]
+               "--companion", str(int(companion)), "--skip", str(int(skip)), "--device", a.device]
         if truth is not None:
             cmd += ["--truth", str(truth)]
         if a.threads:
@@ -178,12 +178,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", nargs="*", default=["revet-base:int8", "revet-base"],
                     help="models: .onnx files or shipped names (default: revet-base int8 and float32)")
-    ap.add_argument("--size", type=int, default=8192, help="side of the rendered scene with truth (px)")
+    ap.add_argument("--size", type=int, default=4096,
+                    help="side of the rendered scene with truth (px; rendering 8192 takes over 10 min)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sizes", type=int, nargs="*", default=[], help="mirrored scenes for memory against size")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[8192],
+                    help="mirrored scenes (fast to write, no truth) for speed and memory against size")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--device", default="auto", help="as revet predict --device (cpu, openvino, cuda ...)")
     ap.add_argument("--torch", action="store_true", help="also ONNX Runtime against PyTorch eager (--arch)")
     ap.add_argument("--arch", default="fcos_lite")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "revet_bench_scene"))
@@ -193,11 +196,11 @@ def main() -> None:
     ap.add_argument("--truth", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        score_once(a.child[0], a.child[1], a.batch, a.threads, bool(a.companion), bool(a.skip), a.truth)
+        score_once(a.child[0], a.child[1], a.batch, a.threads, bool(a.companion), bool(a.skip), a.truth, a.device)
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    print(cpu_facts())
+    print(f"{cpu_facts()}; device {a.device}")
     scene, truth = render_truth_scene(work, a.size, a.seed)
     print(f"scene {a.size}^2 px at 0.5 m (seed {a.seed}), {len(np.load(truth))} objects; median of {a.repeats}")
     print("| model | window | first pass | MP/s process | MP/s scoring | peak RSS MB | windows scored / skipped "
@@ -214,9 +217,12 @@ def main() -> None:
     for model in a.model:
         for size in a.sizes:
             s = make_scene(work / f"scene_{size}.tif", size)
-            r = run_child(model, s, a, companion=True, skip=True, truth=None)
-            print(f"{model}: scene {size} px ({r['megapixels']:.1f} MP), window {r['window']}: "
-                  f"{r['megapixels'] / r['seconds']:.2f} MP/s scoring, peak RSS {r['rss_mb']:.0f} MB", flush=True)
+            for companion in (True, False):
+                r = run_child(model, s, a, companion=companion, skip=True, truth=None)
+                print(f"{model}: mirrored scene {size} px ({r['megapixels']:.1f} MP), window {r['window']}: "
+                      f"{r['megapixels'] / r['process_seconds']:.2f} MP/s process, "
+                      f"{r['megapixels'] / r['seconds']:.2f} MP/s scoring, peak RSS {r['rss_mb']:.0f} MB, "
+                      f"windows {r['windows']} ({r['skipped']} skipped)", flush=True)
     if a.torch:
         m = default_model(work / f"{a.arch}.onnx", a.arch)
         r = onnx_vs_torch(m, a.arch, max(3, a.repeats), a.batch)

@@ -20,14 +20,15 @@ from detector.spec import SPEC_KEY, ModelSpec
 
 
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-DEVICES = "auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N (N: the GPU's index)"
+DEVICES = "auto, cpu, openvino, cuda, cuda:N, tensorrt or tensorrt:N (N: the GPU's index)"
+OPENVINO_PRECISION_ENV = "REVET_OPENVINO_PRECISION"  # f32 (default) or bf16 (CPUs with AMX/AVX512-BF16)
 
 
 def parse_device(device: str) -> tuple[str, int | None]:
     """``"cuda:1"`` -> ``("cuda", 1)``; ``"cpu"`` -> ``("cpu", None)``. ValueError for anything
     but :data:`DEVICES`."""
     kind, sep, index = str(device).strip().lower().partition(":")
-    if kind not in ("auto", "cpu", *GPU_PROVIDERS) or (sep and (kind not in GPU_PROVIDERS or not index.isdigit())):
+    if kind not in ("auto", "cpu", "openvino", *GPU_PROVIDERS) or (sep and (kind not in GPU_PROVIDERS or not index.isdigit())):
         raise ValueError(f"unknown device {device!r}; expected {DEVICES}")
     return kind, int(index) if index else None
 
@@ -145,6 +146,55 @@ class OnnxBackend:
         return boxes, scores, labels
 
 
+class OpenVinoBackend:
+    """An exported ``.onnx`` model compiled by OpenVINO for the CPU (``--device openvino``; needs
+    ``pip install revet[openvino]``): the same graph, inputs and outputs as :class:`OnnxBackend`.
+
+    Precision: ``f32`` by default, so a float32 model gives ONNX Runtime's detections; set
+    ``REVET_OPENVINO_PRECISION=bf16`` to let OpenVINO run float32 graphs in bfloat16 on CPUs
+    with AMX / AVX512-BF16 (much faster there, detections change slightly). int8 graphs run on
+    OpenVINO's int8 kernels, whose rounding differs from ONNX Runtime's: measure on your data
+    (``benchmarks/bench_openvino.py``, ``benchmarks/bench_scene.py``).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None,
+                 precision: str | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: model file does not exist")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RuntimeError("--device openvino needs OpenVINO: pip install 'revet[openvino]' "
+                               "(or pip install openvino)") from None
+        precision = (precision or os.environ.get(OPENVINO_PRECISION_ENV) or "f32").lower()
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"{OPENVINO_PRECISION_ENV}={precision!r}: expected f32 or bf16")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as e:  # OpenVINO raises its own exception types
+            raise ValueError(f"{self.path}: not a model OpenVINO can read ({e})") from None
+        if not model.has_rt_info(["framework", SPEC_KEY]):
+            raise ValueError(f"{self.path}: ONNX file has no '{SPEC_KEY}' metadata; export it with 'revet export'")
+        self.meta = {k: model.get_rt_info(["framework", k]).astype(str)
+                     for k in (SPEC_KEY, "revet_version", "exported", "weights_sha256")
+                     if model.has_rt_info(["framework", k])}
+        self.spec = ModelSpec.from_json(self.meta[SPEC_KEY], source=str(self.path))
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.outputs = [self.compiled.output(i) for i in range(3)]
+        self.providers = [f"OpenVINO CPU ({precision})"]
+
+    def run(self, batch: np.ndarray):
+        r = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
+        boxes, scores, labels = (np.asarray(r[o]) for o in self.outputs)
+        return boxes, scores, labels.astype(np.int64)
+
+
 # -- backends for other model files, by suffix -------------------------------------------------
 
 #: entry point group of backend loaders: name = the file suffix without its dot (``ckpt``),
@@ -187,6 +237,8 @@ def load_backend(path: str | os.PathLike, *, device: str = "auto", threads: int 
     loader = backend_loader(suffix)
     if loader is not None:
         return loader(path, device=device, threads=threads)
+    if parse_device(device)[0] == "openvino":
+        return OpenVinoBackend(path, threads=threads)
     try:
         return OnnxBackend(path, device=device, threads=threads, **options)
     except ValueError as e:

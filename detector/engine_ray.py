@@ -174,14 +174,15 @@ class DetectorActor:
                  prescreen: dict | None = None) -> None:
         import ray
 
-        from detector.backends import OnnxBackend
+        from detector.backends import OnnxBackend, OpenVinoBackend, parse_device
 
         data = model[0] if isinstance(model[0], bytes) else ray.get(model[0])
         folder = Path(tempfile.mkdtemp(prefix="revet-model-"))
         try:
             path = folder / model_name
             path.write_bytes(data)
-            backend = OnnxBackend(path, device=device, threads=threads, trt_cache=trt_cache)
+            backend = (OpenVinoBackend(path, threads=threads) if parse_device(device)[0] == "openvino"
+                       else OnnxBackend(path, device=device, threads=threads, trt_cache=trt_cache))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.det = Detector(backend, backend.spec)

@@ -24,8 +24,9 @@ def model(tmp_path_factory):
 def test_device_names():
     assert parse_device("cuda:1") == ("cuda", 1) and parse_device("CPU") == ("cpu", None)
     assert parse_device("tensorrt:0") == ("tensorrt", 0) and parse_device("auto") == ("auto", None)
-    for bad in ("gpu", "cuda:x", "cpu:0", "cuda:", "auto:1"):
-        with pytest.raises(ValueError, match="expected auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N"):
+    assert parse_device("openvino") == ("openvino", None)
+    for bad in ("gpu", "cuda:x", "cpu:0", "cuda:", "auto:1", "openvino:0"):
+        with pytest.raises(ValueError, match="expected auto, cpu, openvino, cuda, cuda:N, tensorrt or tensorrt:N"):
             parse_device(bad)
 
 
@@ -75,3 +76,38 @@ def test_providers_in_use_are_reported(model, tmp_path, capsys, caplog):
                      "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["providers"] == ["CPUExecutionProvider"]
     assert any("ONNX Runtime providers in use: CPUExecutionProvider" in r.getMessage() for r in caplog.records)
+
+
+def test_openvino_scores_a_scene_as_onnx_runtime_does(model, tmp_path):
+    """--device openvino: the same ONNX file compiled by OpenVINO (float32 precision) gives
+    ONNX Runtime's detections on a real scene, the spec and provenance read from the file."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    from detector.backends import OpenVinoBackend
+    from detector.runner import Detector
+
+    scene = write_scene(tmp_path / "s.tif", 700, seed=2)
+    ref = Detector.load(model, device="cpu").predict_scene(scene, skip=False)
+    det = Detector.load(model, device="openvino")
+    assert isinstance(det.backend, OpenVinoBackend) and det.spec == Detector.load(model, device="cpu").spec
+    got = det.predict_scene(scene, skip=False)
+    assert len(ref) > 5 and len(got) == len(ref)
+    np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-3)
+    np.testing.assert_allclose(got.scores, ref.scores, atol=1e-5)
+    assert (got.labels == ref.labels).all()
+    assert det.backend.providers == ["OpenVINO CPU (f32)"]
+
+
+def test_openvino_refuses_a_file_without_a_spec_by_name(tmp_path):
+    pytest.importorskip("openvino")
+    import onnx
+
+    from detector.backends import OpenVinoBackend
+
+    src = write_peak_model(tmp_path / "m.onnx")
+    m = onnx.load(str(src))
+    del m.metadata_props[:]
+    onnx.save(m, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ValueError, match=r"bare.onnx: ONNX file has no 'revet_spec' metadata"):
+        OpenVinoBackend(tmp_path / "bare.onnx")
