@@ -456,16 +456,18 @@ def _sources(geojson: Path) -> set[str]:
 def test_resume_never_skips_a_scene_whose_output_holds_another_scenes(fake_model, tmp_path, caplog):
     """Output names are handed out by input order: two ``scene.tif`` in different folders swap
     ``scene.geojson`` between runs with other input lists. The journal's output hashes and
-    source fingerprints catch it: the scene is re-scored, with a log line saying why."""
+    source fingerprints catch it: the scene is re-scored, with a log line saying why. The scenes
+    are flat (the fake model's scores follow their brightness), which the first pass rightly
+    skips: skip=False."""
     a, b = _scene(tmp_path / "a" / "scene.tif", 60), _scene(tmp_path / "b" / "scene.tif", 200)
     out = tmp_path / "out"
-    predict_files(fake_model, [a, b], out, min_score=0.01)            # a -> scene, b -> scene-2
+    predict_files(fake_model, [a, b], out, min_score=0.01, skip=False)            # a -> scene, b -> scene-2
     assert _sources(out / "scene.geojson") == {a} and _sources(out / "scene-2.geojson") == {b}
-    s = predict_files(fake_model, [b], out, min_score=0.01, resume=True)  # b -> scene: overwrites a's file
+    s = predict_files(fake_model, [b], out, min_score=0.01, resume=True, skip=False)  # b -> scene: overwrites a's file
     assert s["scored"] == 1 and _sources(out / "scene.geojson") == {b}
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="revet.predict"):
-        s = predict_files(fake_model, [a, b], out, min_score=0.01, resume=True)
+        s = predict_files(fake_model, [a, b], out, min_score=0.01, resume=True, skip=False)
     # a's journal line names scene.geojson, which now holds b's detections: a is scored again
     assert s["resumed"] == 0 and s["scored"] == 2, s
     assert _sources(out / "scene.geojson") == {a} and _sources(out / "scene-2.geojson") == {b}
@@ -473,11 +475,11 @@ def test_resume_never_skips_a_scene_whose_output_holds_another_scenes(fake_model
     entry = read_journal(out / "journal.jsonl")[os.path.abspath(a)]
     assert entry["source_id"]["path"] == str(Path(a).resolve()) and set(entry["sha256"]) == {"geojson"}
     # an unchanged job resumes everything; a source rewritten in place is scored again
-    assert predict_files(fake_model, [a, b], out, min_score=0.01, resume=True)["resumed"] == 2
+    assert predict_files(fake_model, [a, b], out, min_score=0.01, resume=True, skip=False)["resumed"] == 2
     _scene(Path(b), 120, size=320)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="revet.predict"):
-        s = predict_files(fake_model, [a, b], out, min_score=0.01, resume=True)
+        s = predict_files(fake_model, [a, b], out, min_score=0.01, resume=True, skip=False)
     assert s["resumed"] == 1 and s["scored"] == 1
     assert any("re-scoring" in r.message and b in r.message and "source changed" in r.message
                for r in caplog.records)
