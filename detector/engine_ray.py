@@ -79,8 +79,7 @@ def driver_detector(model) -> tuple[Detector, Path]:
     actors load one file, and a batch job's scenes are large."""
     _require_ray()
     if isinstance(model, Detector):
-        if model.scene is not None:
-            model = model.scene
+        model = model.scene or model
         path = getattr(model.backend, "path", None)
         if path is None or Path(path).suffix.lower() != ".onnx":
             raise ValueError("--engine ray: the Detector given has no .onnx file for the actors to load; "
@@ -93,10 +92,8 @@ def driver_detector(model) -> tuple[Detector, Path]:
         raise ValueError(f"{path}: --engine ray scores exported .onnx models (revet export CKPT), "
                          f"not {path.suffix or 'extension-less'} files")
     det = Detector.load(path, device="cpu", threads=1)
-    if det.scene is not None:
-        det = det.scene
-        path = Path(det.backend.path)
-    return det, path
+    det = det.scene or det
+    return det, Path(det.backend.path)
 
 
 def _peak_rss_mb() -> float:

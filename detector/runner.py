@@ -122,9 +122,24 @@ class Detector:
         self.prescreen: _prescreen.Prescreen | None = _prescreen.DEFAULT
         # the same network exported with a larger window (scene_model_path): used for a scene
         # whenever it scores fewer pixels than this model's windows would (for_grid)
-        self.scene = scene
+        self._scene = scene
+        self._scene_loader = None  # loads a companion found by load() on first use (scene)
         if scene is not None:
             check_scene_model(spec, scene.spec, getattr(scene.backend, "path", "scene model"))
+
+    @property
+    def scene(self) -> "Detector | None":
+        """The scene companion, or None. One that :meth:`load` found beside the model file is
+        opened on first use, so jobs that only score tiles never start its session."""
+        if self._scene_loader is not None:
+            loader, self._scene_loader = self._scene_loader, None
+            self._scene = loader()
+        return self._scene
+
+    @scene.setter
+    def scene(self, value: "Detector | None") -> None:
+        self._scene_loader = None
+        self._scene = value
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", threads: int | None = None,
@@ -139,32 +154,36 @@ class Detector:
         path = zoo.resolve(path)
         # .ckpt: the backend export registers (detector.backends.register_backend); torch only then
         backend = load_backend(path, device=device, threads=threads, **options)
-        scene = None
+        det = cls(backend, backend.spec)
         companion = scene_model_path(path)
         if companion is not None and companion.exists():
-            sb = load_backend(companion, device=device, threads=threads, **options)
-            try:
-                scene = cls(sb, sb.spec)
-                check_scene_model(backend.spec, sb.spec, companion, getattr(backend, "meta", None),
-                                  getattr(sb, "meta", None))
-            except ValueError as e:
-                log.warning("%s; scoring scenes with %s's own windows", e, path)
-                scene = None
-        return cls(backend, backend.spec, scene=scene)
+            def load_scene() -> "Detector | None":
+                sb = load_backend(companion, device=device, threads=threads, **options)
+                try:
+                    check_scene_model(backend.spec, sb.spec, companion, getattr(backend, "meta", None),
+                                      getattr(sb, "meta", None))
+                except ValueError as e:
+                    log.warning("%s; scoring scenes with %s's own windows", e, path)
+                    return None
+                return cls(sb, sb.spec)
+
+            det._scene_loader = load_scene
+        return det
 
     def for_grid(self, width: int, height: int, overlap: int | None = None) -> "Detector":
         """The detector to score a ``width`` x ``height`` grid (model pixels) with: the scene
         model (:attr:`scene`, larger windows, less overlap work) when its windows cover the grid
         with fewer scored pixels than this model's, else this one. ``overlap`` (pixels) as given
         to the scene, default the spec's."""
-        if self.scene is None:
+        scene = self.scene
+        if scene is None:
             return self
         ov = self.spec.overlap if overlap is None else overlap
 
         def scored(t: int) -> int:
-            return len(tiling.scene_windows(width, height, t, ov)) * t * t
+            return tiling.window_count(width, height, t, ov) * t * t
 
-        return self.scene if scored(self.scene.spec.tile_size) < scored(self.spec.tile_size) else self
+        return scene if scored(scene.spec.tile_size) < scored(self.spec.tile_size) else self
 
     # ---------------------------------------------------------------- tiles
     def prepare_batch(self, tiles, valid) -> np.ndarray:
@@ -336,7 +355,7 @@ class Detector:
         w, h = (ds.width, ds.height) if f == 1.0 else (int(np.ceil(ds.width / f)), int(np.ceil(ds.height / f)))
         t = self.for_grid(w, h, overlap).spec.tile_size  # the scene model's window where it does less work
         # before the window list is built: a header claiming 10^6 x 10^6 px means ~20 M windows
-        n = len(tiling.window_starts(w, t, overlap)) * len(tiling.window_starts(h, t, overlap))
+        n = tiling.window_count(w, h, t, overlap)
         raster.check_size(path, ds.width, ds.height, max_megapixels, windows=n)
         if n >= LARGE_SCENE_WINDOWS:
             log.info("%s: %d x %d pixels (%.0f MP), %d windows of %d px", path, ds.width, ds.height,

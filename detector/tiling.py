@@ -29,6 +29,12 @@ def window_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def window_count(width: int, height: int, tile: int, overlap: int) -> int:
+    """How many windows :func:`scene_windows` gives, without building the list (a header can
+    claim 10^6 x 10^6 pixels)."""
+    return len(window_starts(width, tile, overlap)) * len(window_starts(height, tile, overlap))
+
+
 def scene_windows(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """(col_off, row_off) of each window, row-major."""
     return [(c, r) for r in window_starts(height, tile, overlap) for c in window_starts(width, tile, overlap)]
