@@ -42,7 +42,7 @@ def cpu_flags() -> str:
     return "cpu flags: " + " ".join(k for k in keys if k in flags)
 
 
-def run_changes(out: Path, model: str, n: int, seed: int, size: int) -> dict:
+def run_changes(out: Path, model: str, n: int, seed: int, size: int, floor: float | None = None) -> dict:
     from detector.change_metrics import format_change_metrics
     from detector.changes import evaluate_pair
     from detector.datasets.synth_pairs import generate_pairs
@@ -53,7 +53,7 @@ def run_changes(out: Path, model: str, n: int, seed: int, size: int) -> dict:
     for meta in metas:
         d = Path(meta["dir"])
         for date in ("before", "after"):
-            predict_files(model, [str(d / f"{date}.tif")], d / f"det_{date}.geojson")
+            predict_files(model, [str(d / f"{date}.tif")], d / f"det_{date}.geojson", min_score=floor)
         res = evaluate_pair(d, before=d / "det_before.geojson", after=d / "det_after.geojson", out_dir=d)
         m = res["metrics"]
         print(f"\n{d.name} (truth {meta['truth']}):\n{format_change_metrics(m)}")
@@ -63,12 +63,17 @@ def run_changes(out: Path, model: str, n: int, seed: int, size: int) -> dict:
             t["truth"] += m[s]["truth"]
             t["matched_pred"] += m[s]["matched"]
             t["matched_truth"] += m[s]["matched"]
+        for k in ("false_changes", "changes_on_hidden", "area_km2"):
+            totals[k] = totals.get(k, 0) + m[k]
     print("\nall pairs:")
-    for s, t in totals.items():
+    for s in ("appeared", "disappeared", "changed"):
+        t = totals[s]
         p = t["matched_pred"] / t["pred"] if t["pred"] else float("nan")
         r = t["matched_truth"] / t["truth"] if t["truth"] else float("nan")
         t.update(precision=round(p, 3), recall=round(r, 3))
         print(f"  {s:<12} pred {t['pred']:>4} truth {t['truth']:>4} precision {p:.3f} recall {r:.3f}")
+    print(f"  false changes {totals['false_changes']} over {totals['area_km2']:.2f} km², "
+          f"{totals['changes_on_hidden']} of them on objects hidden under foliage on one date")
     return totals
 
 
@@ -155,6 +160,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--size", type=int, default=2048, help="scene side in pixels")
     ap.add_argument("--seed", type=int, default=7000)
+    ap.add_argument("--floor", type=float, default=None,
+                    help="changes: predict's --min-score for both dates (default: the model's class thresholds)")
     ap.add_argument("--minutes", type=float, default=4.0, help="review loop: fine-tuning budget")
     ap.add_argument("--style", default="winter", help="review loop: 'standard' or a Style.only() name")
     a = ap.parse_args()
@@ -162,7 +169,7 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix=f"revet-{a.what}-"))
     print(cpu_flags())
     t0 = time.monotonic()
-    res = (run_changes(out, a.model, a.pairs, a.seed, a.size) if a.what == "changes"
+    res = (run_changes(out, a.model, a.pairs, a.seed, a.size, a.floor) if a.what == "changes"
            else run_review(out, a.model, a.weights, a.minutes, a.seed, a.size, a.style))
     (out / f"{a.what}.json").write_text(json.dumps(res, indent=1, default=str))
     print(f"\n{a.what}: {time.monotonic() - t0:.0f} s; results in {out}")
