@@ -42,7 +42,8 @@ def cpu_flags() -> str:
     return "cpu flags: " + " ".join(k for k in keys if k in flags)
 
 
-def run_changes(out: Path, model: str, n: int, seed: int, size: int, floor: float | None = None) -> dict:
+def run_changes(out: Path, model: str, n: int, seed: int, size: int, floor: float | None = None,
+                low: float | None = None) -> dict:
     from detector.change_metrics import format_change_metrics
     from detector.changes import evaluate_pair
     from detector.datasets.synth_pairs import generate_pairs
@@ -54,7 +55,8 @@ def run_changes(out: Path, model: str, n: int, seed: int, size: int, floor: floa
         d = Path(meta["dir"])
         for date in ("before", "after"):
             predict_files(model, [str(d / f"{date}.tif")], d / f"det_{date}.geojson", min_score=floor)
-        res = evaluate_pair(d, before=d / "det_before.geojson", after=d / "det_after.geojson", out_dir=d)
+        res = evaluate_pair(d, before=d / "det_before.geojson", after=d / "det_after.geojson", out_dir=d,
+                            **({} if low is None else {"low": low}))
         m = res["metrics"]
         print(f"\n{d.name} (truth {meta['truth']}):\n{format_change_metrics(m)}")
         for s in ("appeared", "disappeared", "changed"):
@@ -162,6 +164,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7000)
     ap.add_argument("--floor", type=float, default=None,
                     help="changes: predict's --min-score for both dates (default: the model's class thresholds)")
+    ap.add_argument("--low", type=float, default=None,
+                    help="changes: revet changes --low (default: its own, detector.changes.LOW)")
     ap.add_argument("--minutes", type=float, default=4.0, help="review loop: fine-tuning budget")
     ap.add_argument("--style", default="winter", help="review loop: 'standard' or a Style.only() name")
     a = ap.parse_args()
@@ -169,7 +173,7 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix=f"revet-{a.what}-"))
     print(cpu_flags())
     t0 = time.monotonic()
-    res = (run_changes(out, a.model, a.pairs, a.seed, a.size, a.floor) if a.what == "changes"
+    res = (run_changes(out, a.model, a.pairs, a.seed, a.size, a.floor, a.low) if a.what == "changes"
            else run_review(out, a.model, a.weights, a.minutes, a.seed, a.size, a.style))
     (out / f"{a.what}.json").write_text(json.dumps(res, indent=1, default=str))
     print(f"\n{a.what}: {time.monotonic() - t0:.0f} s; results in {out}")

@@ -4,8 +4,12 @@ All positions are box centres in metres in one local UTM frame (:mod:`detector.o
 shared by both dates, whatever CRS each input is in. Steps:
 
 1. **Scores.** Objects scoring below ``low`` (default 0.3) are treated as not detected and
-   dropped; an object without a score is taken as confident (score 1). ``high`` (default 0.5)
-   is the *confident* threshold used in step 5 (hysteresis).
+   dropped; an object without a score is taken as confident (score 1). An object is
+   *confident* (step 5, hysteresis) at or above its model's operating threshold for its class
+   (the ``threshold`` property ``revet predict`` writes, calibrated per class on validation),
+   or ``high`` (default 0.5) where the file records none. Hysteresis needs the weak evidence:
+   score both dates with ``revet predict --min-score 0.3`` (or lower), so an object kept on one
+   date and seen at 0.4 on the other is matched (``persisted``), not ``disappeared``.
 2. **Misregistration.** A global shift ``after = before + (dx, dy)`` is estimated from
    candidate pairs (same class, centres within ``max_shift``, default 25 m): every pair votes
    its offset into a 1-m 2-D histogram, the 3 x 3 window with most votes wins, and the shift is
@@ -23,9 +27,13 @@ shared by both dates, whatever CRS each input is in. Steps:
    ``coverage_buffer`` (default 250 m): ground where that date saw nothing is not claimed.
 5. **Statuses.** ``persisted``: matched, same class. ``changed``: matched, classes differ,
    both confident. ``disappeared``/``appeared``: unmatched, confident, and the other date
-   covered it. Everything else is ``uncertain`` with a ``reason``: ``no_coverage``,
-   ``low_score`` (unmatched but below ``high``) or ``class_low_score`` (classes differ, one
-   side not confident).
+   covered it, and (when both scenes are given) the pixels agree: an object whose box is
+   clearly greener on the other date is ``occluded`` (foliage), one whose patch has the same
+   structure on both dates is ``unchanged_pixels`` (:mod:`detector.change_pixels`).
+   Everything else is ``uncertain`` with a ``reason``: ``no_coverage``, ``occluded``,
+   ``unchanged_pixels``, ``low_score`` (unmatched but below ``high``) or ``class_low_score``
+   (classes differ, one side not confident). Before matching, boxes of one date that overlap
+   at IoU >= 0.5 keep only the best-scoring class (:func:`one_class_per_ground`).
 6. **Sites.** The change records (at their before-frame positions) are grouped into sites
    (:func:`detector.sites.find_sites`); each site gets a summary like ``+2 bunkers,
    -1 revetment, 1 revetment->shelter``.
@@ -196,6 +204,37 @@ def coverage_for(objs: Objects, scenes) -> Coverage:
 
 
 # ------------------------------------------------------------------ matching
+def one_class_per_ground(objs: Objects, scores: np.ndarray, *, iou: float = 0.5) -> np.ndarray:
+    """Indices of the objects kept when boxes of one date overlap at IoU >= ``iou`` (metres):
+    the best-scoring of each overlapping group, whatever its class. A detector scored with a low
+    ``--min-score`` often reports one structure as two classes (0.87 shelter, 0.3 bunker); left
+    in, the weak twin takes the other date's match and the strong one is called disappeared."""
+    n = len(objs)
+    if n < 2:
+        return np.arange(n)
+    b = objs.boxes
+    half = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]).max()
+    pairs = cKDTree(objs.centres).query_pairs(half, output_type="ndarray")
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    drop = np.zeros(n, bool)
+    if len(pairs):
+        i, j = pairs[:, 0], pairs[:, 1]
+        w = np.clip(np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0]), 0, None)
+        h = np.clip(np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1]), 0, None)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        inter = w * h
+        over = inter / np.maximum(area[i] + area[j] - inter, 1e-9) >= iou
+        i, j = i[over], j[over]
+        strong = np.where(rank[i] < rank[j], i, j)
+        weak = np.where(rank[i] < rank[j], j, i)
+        for k in np.argsort(rank[strong], kind="stable").tolist():  # strongest first, greedy NMS
+            if not drop[strong[k]]:
+                drop[weak[k]] = True
+    return np.flatnonzero(~drop)
+
+
 def match(before: Objects, after: Objects, shift: Shift, *, match_distance: float = MATCH_DISTANCE_M):
     """Greedy one-to-one matching (rule 3). Returns ``(ib, ia, dist)`` arrays of pairs."""
     if len(before) == 0 or len(after) == 0:
@@ -283,13 +322,15 @@ def compare(before: Objects, after: Objects, *, cov_before: Coverage | None = No
             cov_after: Coverage | None = None, high: float = HIGH, low: float = LOW,
             match_distance: float = MATCH_DISTANCE_M, max_shift: float = MAX_SHIFT_M,
             min_pairs: int = 3, link_distance: float = LINK_DISTANCE_M, min_objects: int = MIN_OBJECTS,
-            shift: Shift | None = None) -> Changes:
+            shift: Shift | None = None, scenes: tuple | None = None) -> Changes:
     """Statuses of the objects of two dates (the rules of the module docstring).
 
     ``before`` and ``after`` must be in the same local frame (read them together with
     :func:`detector.objects.read_objects`). ``cov_*``: where each date has valid pixels
     (default: the buffered hull of its objects). ``shift``: a known misregistration instead of
-    the estimate.
+    the estimate. ``scenes``: ``(before scene, after scene)`` raster paths; when given, every
+    ``appeared``/``disappeared`` object is checked in both images (:mod:`detector.change_pixels`)
+    and becomes ``uncertain`` (``occluded``, ``unchanged_pixels``) where the pixels say so.
     """
     if before.crs != after.crs:
         raise ValueError(f"{before.path} and {after.path}: the two dates must share one local frame, "
@@ -302,6 +343,13 @@ def compare(before: Objects, after: Objects, *, cov_before: Coverage | None = No
     dropped = {"before_below_low": int(len(before) - len(kb)), "after_below_low": int(len(after) - len(ka))}
     B, A = before.subset(kb), after.subset(ka)
     sb, sa = sb[kb], sa[ka]
+    kb, ka = one_class_per_ground(B, sb), one_class_per_ground(A, sa)
+    dropped.update(before_overlapped=int(len(B) - len(kb)), after_overlapped=int(len(A) - len(ka)))
+    B, A = B.subset(kb), A.subset(ka)
+    sb, sa = sb[kb], sa[ka]
+    # confident: at or above the model's operating threshold of the class, else ``high``
+    tb = np.where(np.isfinite(B.thresholds), B.thresholds, high)
+    ta = np.where(np.isfinite(A.thresholds), A.thresholds, high)
     if shift is None:
         shift = estimate_shift(B, A, max_shift=max_shift, min_pairs=min_pairs)
     pb, pa, dist = match(B, A, shift, match_distance=match_distance)
@@ -321,22 +369,25 @@ def compare(before: Objects, after: Objects, *, cov_before: Coverage | None = No
     # matched pairs
     n = len(pb)
     same = B.classes[pb] == A.classes[pa]
-    conf = (sb[pb] >= high) & (sa[pa] >= high)
+    conf = (sb[pb] >= tb[pb]) & (sa[pa] >= ta[pa])
     status[:n] = np.where(same, "persisted", np.where(conf, "changed", "uncertain"))
     reason[:n] = np.where(same | conf, "", "class_low_score")
     # unmatched before: disappeared if the after date covered the ground (in its own frame)
     s = slice(n, n + len(ub))
     shifted = B.boxes[ub] + [shift.dx, shift.dy, shift.dx, shift.dy]
     cov = cov_after.covers_boxes(shifted)
-    confb = sb[ub] >= high
+    confb = sb[ub] >= tb[ub]
     status[s] = np.where(cov & confb, "disappeared", "uncertain")
     reason[s] = np.where(~cov, "no_coverage", np.where(confb, "", "low_score"))
     # unmatched after: appeared if the before date covered it
     s = slice(n + len(ub), R)
     cov = cov_before.covers_boxes(A.boxes[ua] - [shift.dx, shift.dy, shift.dx, shift.dy])
-    confa = sa[ua] >= high
+    confa = sa[ua] >= ta[ua]
     status[s] = np.where(cov & confa, "appeared", "uncertain")
     reason[s] = np.where(~cov, "no_coverage", np.where(confa, "", "low_score"))
+
+    if scenes is not None and all(scenes):
+        _check_pixels(B, A, shift, ib, ia, status, reason, scenes)
 
     # positions in the before frame, and sites over the records
     pos = np.zeros((R, 2))
@@ -351,6 +402,27 @@ def compare(before: Objects, after: Objects, *, cov_before: Coverage | None = No
               "min_pairs": min_pairs, "link_distance_m": link_distance, "min_objects": min_objects}
     return Changes(B, A, shift, ib, ia, status, reason, distance, pos, site_of, sites, params, dropped,
                    {"before": cov_before.kind, "after": cov_after.kind})
+
+
+def _check_pixels(B: Objects, A: Objects, shift: Shift, ib, ia, status, reason, scenes) -> None:
+    """Demote ``appeared``/``disappeared`` records to ``uncertain`` on pixel evidence (in place)."""
+    import rasterio
+
+    from detector.change_pixels import OCCLUDED_GREEN, SAME_STRUCTURE, evidence
+
+    d = np.array([shift.dx, shift.dy, shift.dx, shift.dy])
+    with rasterio.open(scenes[0]) as db, rasterio.open(scenes[1]) as da:
+        for r in np.flatnonzero(np.isin(status, ("appeared", "disappeared"))).tolist():
+            if status[r] == "disappeared":
+                box = B.boxes[ib[r]]
+                sim, greener = evidence(db, da, B.crs, box, box + d)
+            else:
+                box = A.boxes[ia[r]]
+                sim, greener = evidence(da, db, B.crs, box, box - d)
+            if greener >= OCCLUDED_GREEN:
+                status[r], reason[r] = "uncertain", "occluded"
+            elif sim >= SAME_STRUCTURE:
+                status[r], reason[r] = "uncertain", "unchanged_pixels"
 
 
 def record_classes(ch: Changes) -> tuple[np.ndarray, np.ndarray]:
@@ -422,7 +494,7 @@ def run_changes(before, after, out, *, scene_before=None, scene_after=None, repo
     sa = [scene_after] if isinstance(scene_after, (str, os.PathLike)) else scene_after
     ch = compare(B, A, cov_before=coverage_for(B, sb), cov_after=coverage_for(A, sa), high=high, low=low,
                  match_distance=match_distance, max_shift=max_shift, link_distance=link_distance,
-                 min_objects=min_objects)
+                 min_objects=min_objects, scenes=(sb[0], sa[0]) if sb and sa else None)
     geoms, props = change_features(ch)
     write_features(out, geoms, props, ch.before.crs, layer="changes")
     summary = changes_summary(ch)

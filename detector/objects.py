@@ -41,6 +41,8 @@ class Objects:
     gives none. ids: ``(N,)`` object array (the feature ``id``, an ``id`` property, or the feature
     index). sources: ``(N,)`` object array (the ``source`` property or None).
     crs: the local frame (a UTM CRS). path: the file read. src_crs: the file's own CRS.
+    thresholds: ``(N,)`` float64, the model's operating (calibrated) threshold of each object's
+    class when the file records one (the ``threshold`` property of ``revet predict``), else NaN.
     """
 
     boxes: np.ndarray
@@ -52,6 +54,11 @@ class Objects:
     path: str = ""
     src_crs: CRS | None = None
     extra: dict = field(default_factory=dict)
+    thresholds: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.thresholds is None:
+            self.thresholds = np.full(len(self.classes), np.nan)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -65,7 +72,7 @@ class Objects:
     def subset(self, keep) -> "Objects":
         k = np.asarray(keep)
         return Objects(self.boxes[k], self.classes[k], self.scores[k], self.ids[k], self.sources[k],
-                       self.crs, self.path, self.src_crs, dict(self.extra))
+                       self.crs, self.path, self.src_crs, dict(self.extra), self.thresholds[k])
 
     def shifted(self, dx: float, dy: float) -> "Objects":
         """A copy moved by ``(dx, dy)`` metres."""
@@ -209,6 +216,9 @@ def _objects(raw: _Raw, crs: CRS, class_field: str, score_field: str) -> Objects
         raise ValueError(f"{raw.path}: feature {i} has no {class_field!r}; expected a class name")
     sc = raw.props.get(score_field)
     scores = np.full(n, np.nan) if sc is None else np.array([np.nan if s is None else float(s) for s in sc])
+    th = raw.props.get("threshold")
+    thresholds = np.full(n, np.nan) if th is None else np.array(
+        [np.nan if t is None else float(t) for t in th], np.float64)
     ids = raw.props.get("id") or raw.fids
     ids = np.array([i if i is not None else k for k, i in enumerate(ids)], dtype=object)
     src = np.array(raw.props.get("source") or [None] * n, dtype=object)
@@ -220,7 +230,7 @@ def _objects(raw: _Raw, crs: CRS, class_field: str, score_field: str) -> Objects
         boxes = np.zeros((0, 4))
     if not np.isfinite(boxes).all():
         raise ValueError(f"{raw.path}: some coordinates could not be transformed from {raw.crs} to {crs}")
-    return Objects(boxes, classes, scores, ids, src, crs, raw.path, raw.crs)
+    return Objects(boxes, classes, scores, ids, src, crs, raw.path, raw.crs, thresholds=thresholds)
 
 
 def read_objects(paths, *, crs: CRS | str | None = None, class_field: str = "class",

@@ -5,14 +5,22 @@ Formats (``FORMATS`` maps each to its file suffix):
 - ``geojson``: RFC 7946, coordinates EPSG:4326 longitude, latitude. A detection in a plain image
   (no CRS) keeps pixel coordinates and the file says so in a ``crs_note`` member.
 - ``gpkg``: GeoPackage, one layer ``detections`` of polygons in the scene's CRS, fields
-  ``class, score, source, x1, y1, x2, y2`` (pixel box). Scenes in other CRSs than the first are
+  ``id, class, score, threshold, source, x1, y1, x2, y2`` (pixel box). Scenes in other CRSs than the first are
   reprojected into the first one's (corner by corner).
 - ``csv``: one row per detection: source, image_id, class, score, pixel box, map box in the
-  scene CRS (``map_xmin .. map_ymax``, ``crs``), ``lon``/``lat`` of the box centre.
+  scene CRS (``map_xmin .. map_ymax``, ``crs``), ``lon``/``lat`` of the box centre, ``id``,
+  ``threshold``.
 - ``coco``: COCO results JSON, a list of ``{image_id, category_id, bbox [x, y, w, h], score}``.
 
+Every detection has a stable ``id`` (:func:`detection_ids`: a hash of the scene's file name, the
+class and the pixel box, so scoring the same scene with the same model again gives the same ids)
+and, when the job recorded the model's operating points, ``threshold``: the model's calibrated
+threshold for its class (a detection below it was kept only because ``--min-score`` asked for
+lower scores; ``revet changes`` uses it as the *confident* score).
+
 Scene metadata (:func:`scene_metadata`: windows, windows skipped and the skip fraction, the first
-pass's settings) goes into GeoJSON as the foreign member ``revet`` (``{"scenes": [...]}``) and
+pass's settings, and ``provenance``: model name, file and SHA-256, Revet version, scene, time
+scored, the operating thresholds) goes into GeoJSON as the foreign member ``revet`` (``{"scenes": [...]}``) and
 into the GeoPackage layer's metadata (``revet_scenes``, JSON); CSV and COCO results carry none
 (the batch journal and summary have it for every format).
 
@@ -42,7 +50,7 @@ log = logging.getLogger("revet.outputs")
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv", "coco": ".coco.json"}
 GPKG_LAYER = "detections"
 CSV_COLUMNS = ["source", "image_id", "class", "score", "x1", "y1", "x2", "y2",
-               "map_xmin", "map_ymin", "map_xmax", "map_ymax", "crs", "lon", "lat"]
+               "map_xmin", "map_ymin", "map_xmax", "map_ymax", "crs", "lon", "lat", "id", "threshold"]
 
 
 # ------------------------------------------------------------------ atomic writes
@@ -242,6 +250,64 @@ def _polygon_wkb(ring: Sequence[Sequence[float]]) -> bytes:
     return struct.pack("<BIII", 1, 3, 1, len(ring)) + b"".join(struct.pack("<dd", x, y) for x, y in ring)
 
 
+# ------------------------------------------------------------------ provenance, ids and thresholds
+def revet_version() -> str:
+    """The installed Revet's version, ``unknown`` in a source checkout that is not installed."""
+    try:
+        from importlib.metadata import version
+
+        return version("revet")
+    except Exception:  # noqa: BLE001 - not installed
+        return "unknown"
+
+
+def provenance(model: str, model_file: str | None, classes: Sequence[str], thresholds: Sequence[float],
+               min_score: float | None) -> dict:
+    """What a detection file records of the job that made it (``extra["provenance"]``, one per
+    scene with ``scene`` and ``scored_at`` added by :func:`scene_provenance`): the model as named
+    (``revet-base:int8`` or a path), the file scored and its SHA-256, the Revet version, the
+    model's operating threshold per class and the ``--min-score`` asked for (None: the model's)."""
+    from detector.hashing import sha256_file
+
+    sha = sha256_file(Path(model_file)) if model_file and Path(model_file).is_file() else None
+    return {"model": str(model), "model_file": str(model_file) if model_file else None, "model_sha256": sha,
+            "revet_version": revet_version(),
+            "class_thresholds": {c: round(float(t), 5) for c, t in zip(classes, thresholds)},
+            "min_score": min_score}
+
+
+def scene_provenance(job: dict, scene) -> dict:
+    """``job`` (:func:`provenance`) for one scene: its path and the UTC time it was scored."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {**job, "scene": str(scene), "scored_at": now}
+
+
+def detection_ids(det: Detections) -> list[str]:
+    """(N,) stable ids ``d`` + 16 hex digits: SHA-1 of the source's file name, the class and the
+    pixel box rounded to 0.1 px. The same scene scored again by the same model gets the same ids
+    wherever the file lies; two detections of one scene never share one (a repeat gets ``-2``...)."""
+    import hashlib
+
+    name = Path(str(det.path)).name if det.path else ""
+    seen: dict[str, int] = {}
+    out = []
+    for k in range(len(det)):
+        b = ",".join(f"{float(v):.1f}" for v in det.boxes[k])
+        h = "d" + hashlib.sha1(f"{name}|{det.classes[int(det.labels[k])]}|{b}".encode()).hexdigest()[:16]
+        seen[h] = seen.get(h, 0) + 1
+        out.append(h if seen[h] == 1 else f"{h}-{seen[h]}")
+    return out
+
+
+def detection_thresholds(det: Detections) -> np.ndarray:
+    """(N,) the model's operating threshold of each detection's class (``extra["provenance"]
+    ["class_thresholds"]``, a class -> score mapping); NaN where the job recorded none."""
+    thr = (det.extra.get("provenance") or {}).get("class_thresholds") or {}
+    return np.array([float(thr.get(det.classes[int(c)], np.nan)) for c in det.labels], np.float64)
+
+
 # ------------------------------------------------------------------ GeoJSON
 def detection_features(det: Detections) -> list[dict]:
     """GeoJSON features (EPSG:4326 when the source has a CRS, pixels otherwise)."""
@@ -259,14 +325,17 @@ def detection_features(det: Detections) -> list[dict]:
         b = np.asarray(det.boxes, np.float64).reshape(-1, 4)
         xy = np.stack([b[:, [0, 2, 2, 0, 0]], b[:, [1, 1, 3, 3, 1]]], -1)
     feats = []
+    ids, thr = detection_ids(det), detection_thresholds(det)
     for k, ring in enumerate(xy.tolist()):
         x1, y1, x2, y2 = (round(float(v), 2) for v in det.boxes[k])
         feats.append({
             "type": "Feature",
             "geometry": {"type": "Polygon", "coordinates": [ring]},
             "properties": {
+                "id": ids[k],
                 "class": det.classes[int(det.labels[k])],
                 "score": round(float(det.scores[k]), 5),
+                "threshold": round(float(thr[k]), 5) if np.isfinite(thr[k]) else None,
                 "source": str(det.path) if det.path else None,
                 "pixel_box": [x1, y1, x2, y2],
             },
@@ -274,16 +343,16 @@ def detection_features(det: Detections) -> list[dict]:
     return feats
 
 
-SCENE_KEYS = ("windows", "skipped", "skipped_nodata", "skip_fraction", "prescreen")
+SCENE_KEYS = ("windows", "skipped", "skipped_nodata", "skip_fraction", "prescreen", "provenance")
 
 
 def scene_metadata(dets: list[Detections]) -> list[dict]:
     """Per scored scene (``extra`` holds ``windows``): ``source`` and ``SCENE_KEYS`` of its
     ``extra`` (windows planned, windows not scored, of which all nodata, their fraction, the
-    first pass's settings or None: :func:`detector.runner.skip_extra`). Images scored whole
-    (no windows) are left out."""
+    first pass's settings or None: :func:`detector.runner.skip_extra`; ``provenance`` when the
+    job recorded it). Images scored whole with no provenance are left out."""
     return [{"source": str(d.path) if d.path else None, **{k: d.extra[k] for k in SCENE_KEYS if k in d.extra}}
-            for d in dets if "windows" in d.extra]
+            for d in dets if "windows" in d.extra or "provenance" in d.extra]
 
 
 def write_geojson(dets: list[Detections], path: str | os.PathLike) -> Path:
@@ -307,7 +376,7 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
     import pyogrio.raw
 
     crs = next((d.crs for d in dets if _georef(d)), None)
-    geoms, cls, score, src, px = [], [], [], [], []
+    geoms, cls, score, src, px, ids, thr = [], [], [], [], [], [], []
     for d in dets:
         if _georef(d):
             rings = box_polygons(d.boxes, d.transform)
@@ -320,10 +389,13 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
         cls += [d.classes[int(k)] for k in d.labels]
         score.append(np.asarray(d.scores, np.float64))
         src += [str(d.path) if d.path else ""] * len(d)
+        ids += detection_ids(d)
+        thr.append(detection_thresholds(d))
         px.append(np.asarray(d.boxes, np.float64).reshape(-1, 4))
     px_all = np.concatenate(px) if px else np.zeros((0, 4))
-    fields = ["class", "score", "source", "x1", "y1", "x2", "y2"]
-    data = [np.array(cls, dtype=object), np.concatenate(score) if score else np.zeros(0),
+    fields = ["id", "class", "score", "threshold", "source", "x1", "y1", "x2", "y2"]
+    data = [np.array(ids, dtype=object), np.array(cls, dtype=object),
+            np.concatenate(score) if score else np.zeros(0), np.concatenate(thr) if thr else np.zeros(0),
             np.array(src, dtype=object)] + [np.ascontiguousarray(px_all[:, i]) for i in range(4)]
     geometry = np.empty(len(geoms), dtype=object)
     geometry[:] = geoms
@@ -352,10 +424,11 @@ def csv_rows(det: Detections, image_id: int | None = None) -> list[list[str]]:
     src = str(det.path) if det.path else ""
     iid = "" if image_id is None else str(image_id)
     rows = []
+    ids, thr = detection_ids(det), detection_thresholds(det)
     for k in range(len(det)):
         rows.append([src, iid, det.classes[int(det.labels[k])], f"{float(det.scores[k]):.5f}",
                      *(f"{float(v):.2f}" for v in det.boxes[k]), *(_fmt(v, 3) for v in mb[k]), crs,
-                     _fmt(ll[k, 0], 8), _fmt(ll[k, 1], 8)])
+                     _fmt(ll[k, 0], 8), _fmt(ll[k, 1], 8), ids[k], _fmt(thr[k], 5)])
     return rows
 
 

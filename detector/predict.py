@@ -45,6 +45,7 @@ from typing import Sequence
 
 from detector.hashing import sha256_file
 from detector.outputs import (FORMATS, LOCK_FILE, atomic_write_text, check_writable, folder_lock, format_for_path,
+                              provenance, scene_provenance,
                               parse_formats, remove_stale_temps, write_detections)
 from detector.raster import MAX_MEGAPIXELS, is_gdal_path, path_name
 from detector.runner import Detections, Detector
@@ -507,6 +508,10 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     thr = float(per_class[0]) if (per_class == per_class[0]).all() else [float(t) for t in per_class]
     ov = det.spec.overlap if overlap is None else int(overlap)
     names = state_files(sh)
+    # recorded in every detection file: the model, its operating point per class (the
+    # ``threshold`` property, whatever --min-score kept), the Revet version
+    prov = provenance(model if isinstance(model, (str, os.PathLike)) else model_name, model_name,
+                      det.spec.classes, det.spec.thresholds(), min_score)
 
     lock = contextlib.ExitStack()
     with lock:
@@ -571,6 +576,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                     tw = time.monotonic()
                     rec = None
                     if err is None:
+                        r.extra["provenance"] = scene_provenance(prov, s.path)
                         try:
                             if single:
                                 results.append((s, r))

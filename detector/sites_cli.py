@@ -106,7 +106,7 @@ def add_sites_commands(subparsers) -> None:
     c.add_argument("--scene-before", nargs="+", help="scene(s) of the earlier date (valid-pixel coverage, chips)")
     c.add_argument("--scene-after", nargs="+", help="scene(s) of the later date")
     c.add_argument("--report", metavar="DIR", help="write an offline HTML report of the changed sites here")
-    c.add_argument("--high", type=float, default=HIGH, help=f"confident score (default {HIGH})")
+    c.add_argument("--high", type=float, default=HIGH, help=f"confident score where the detections record no per-class threshold (default {HIGH})")
     c.add_argument("--low", type=float, default=LOW, help=f"below this an object counts as absent (default {LOW})")
     c.add_argument("--match-distance", type=metres, default=MATCH_DISTANCE_M,
                    help=f"largest centre distance of one object on two dates (default {MATCH_DISTANCE_M:g}m)")

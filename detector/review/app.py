@@ -24,22 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from detector import raster
-from detector.outputs import atomic_write_text
+from detector.outputs import atomic_write_text, revet_version
 from detector.review.candidates import read_candidates
 from detector.review.pyramid import write_pyramid
 
 log = logging.getLogger("revet.review")
 STATIC = Path(__file__).with_name("static")
 DEFAULT_CLASSES = ["bunker", "revetment", "shelter"]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("revet")
-    except Exception:  # not installed (source checkout)
-        return "unknown"
 
 
 def build_review(scene: str | os.PathLike, detections: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -67,7 +58,7 @@ def build_review(scene: str | os.PathLike, detections: str | os.PathLike, out_di
     review = {"scene": str(scene.resolve()), "detections": str(Path(detections).resolve()),
               "model": cands.model, "classes": classes, "width": info.width, "height": info.height,
               "crs_wkt": info.crs.to_wkt() if info.crs is not None else None,
-              "transform": list(info.transform)[:6], "revet_version": _version(),
+              "transform": list(info.transform)[:6], "revet_version": revet_version(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     data = {"scene": {"name": scene.name, "width": info.width, "height": info.height, **pyr},
             "classes": classes, "model": cands.model,

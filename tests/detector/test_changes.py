@@ -206,3 +206,77 @@ def test_cli_wiring(tmp_path, capsys):
     assert a.link_distance == 300.0 and a.func(a) == 0
     with pytest.raises(argparse.ArgumentTypeError):
         metres("250px")
+
+
+def test_confident_means_the_models_class_threshold():
+    c = np.array([[620000.0, 4250000.0], [620100, 4250000]])
+    b = boxes_of(c, np.random.default_rng(1))
+    before = objects_from_arrays(b, ["bunker", "shelter"], crs=CRS, scores=[0.6, 0.6])
+    after = objects_from_arrays(np.zeros((0, 4)), [], crs=CRS)
+    cov = Coverage.from_objects(before)
+    # without recorded thresholds, 0.6 >= high (0.5): both disappeared
+    assert compare(before, after, cov_after=cov).counts()["disappeared"] == 2
+    # the model's operating points (bunker 0.7, shelter 0.55), as revet predict records them
+    before.thresholds = np.array([0.7, 0.55])
+    ch = compare(before, after, cov_after=cov)
+    st = dict(zip(ch.ib.tolist(), zip(ch.status.tolist(), ch.reason.tolist())))
+    assert st == {0: ("uncertain", "low_score"), 1: ("disappeared", "")}
+
+
+def test_one_structure_claimed_by_two_classes_is_one_object():
+    c = np.array([[620000.0, 4250000.0], [620100, 4250000], [620200, 4250000], [620300, 4250000]])
+    b = boxes_of(c, np.random.default_rng(2))
+    # before: a shelter, and the same box weakly as a bunker; after: it is a bunker now
+    before = objects_from_arrays(np.concatenate([b, b[:1]]), ["shelter", "bunker", "bunker", "bunker", "bunker"],
+                                 crs=CRS, scores=[0.87, 0.9, 0.9, 0.9, 0.35])
+    after = objects_from_arrays(b, ["bunker"] * 4, crs=CRS, scores=[0.9] * 4)
+    ch = compare(before, after, min_objects=1)
+    assert ch.dropped["before_overlapped"] == 1
+    assert ch.counts()["changed"] == 1 and ch.counts()["persisted"] == 3
+    assert ch.counts().get("disappeared", 0) == 0
+
+
+def _date(path, *, obj: bool, canopy: bool = False, gain: float = 1.0, size: int = 400):
+    """A 0.5 m RGB GeoTIFF of grass-brown ground (UTM 37N, origin 619900, 4250100) with, when
+    ``obj``, a bright 30 x 20 m structure and its shadow at (620000, 4250000); ``canopy``: the
+    structure's ground under green crowns."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(7)
+    img = np.empty((3, size, size), np.float32)
+    img[:] = np.array([120, 110, 90], np.float32)[:, None, None]
+    img += rng.normal(0, 6, (1, size, size))
+    r0, c0 = 200, 200  # (620000, 4250000)
+    if obj:
+        img[:, r0 - 20:r0 + 20, c0 - 30:c0 + 30] = 210
+        img[:, r0 + 20:r0 + 28, c0 - 30:c0 + 30] = 40
+    if canopy:
+        yy, xx = np.mgrid[:size, :size]
+        for cy, cx in [(190, 180), (205, 215), (185, 225), (212, 178), (198, 200)]:
+            crown = (yy - cy) ** 2 + (xx - cx) ** 2 < 22 ** 2
+            img[0][crown], img[1][crown], img[2][crown] = 45, 110, 40
+    img = np.clip(img * gain, 0, 255).astype(np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=CRS,
+                       transform=from_origin(619900, 4250100, 0.5, 0.5)) as ds:
+        ds.write(img)
+    return path
+
+
+def test_pixels_tell_demolished_from_hidden_and_from_missed(tmp_path):
+    box = np.array([[619985.0, 4249990, 620015, 4250010]])
+    before = objects_from_arrays(box, ["shelter"], crs=CRS, scores=[0.9])
+    nothing = objects_from_arrays(np.zeros((0, 4)), [], crs=CRS)
+    b = _date(tmp_path / "before.tif", obj=True)
+    cov = Coverage.from_scenes([b], before.crs)
+
+    def status(after_scene):
+        ch = compare(before, nothing, cov_before=cov, cov_after=cov, scenes=(b, after_scene), min_objects=1)
+        return ch.status[0], ch.reason[0]
+
+    assert status(_date(tmp_path / "gone.tif", obj=False)) == ("disappeared", "")
+    assert status(_date(tmp_path / "hidden.tif", obj=True, canopy=True)) == ("uncertain", "occluded")
+    # still standing, the detector missed it on a darker date: the structure is the same
+    assert status(_date(tmp_path / "missed.tif", obj=True, gain=0.7)) == ("uncertain", "unchanged_pixels")
+    # without the scenes the same objects are all called disappeared
+    assert compare(before, nothing, cov_after=cov, min_objects=1).status[0] == "disappeared"

@@ -9,8 +9,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from detector.outputs import (CSV_COLUMNS, atomic_write, GPKG_LAYER, format_for_path, parse_formats, write_coco_results,
-                              write_csv, write_detections, write_geojson, write_gpkg)
+from detector.outputs import (CSV_COLUMNS, atomic_write, GPKG_LAYER, format_for_path, parse_formats, provenance,
+                              scene_provenance, write_coco_results, write_csv, write_detections, write_geojson,
+                              write_gpkg)
 from detector.runner import Detections
 
 CLASSES = ("bunker", "revetment", "shelter")
@@ -54,7 +55,7 @@ def test_gpkg_keeps_scene_crs_and_pixel_boxes(tmp_path):
     assert CRS.from_user_input(meta["crs"]) == UTM33
     assert meta["geometry_type"] == "Polygon"
     names = list(meta["fields"])
-    assert names == ["class", "score", "source", "x1", "y1", "x2", "y2"]
+    assert names == ["id", "class", "score", "threshold", "source", "x1", "y1", "x2", "y2"]
     col = dict(zip(names, fields))
     assert len(geoms) == 5
     for k in range(5):
@@ -130,6 +131,48 @@ def test_csv_rows_parse(tmp_path):
     plain = write_csv([dets(crs=None, transform=None, n=1)], tmp_path / "p.csv")
     (row,) = csv.DictReader(plain.open())
     assert row["lon"] == "" and row["map_xmin"] == "" and row["crs"] == ""
+
+
+def test_ids_thresholds_and_provenance_in_every_format(tmp_path):
+    import pyogrio.raw
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"weights")
+    job = provenance("my-model", str(model), CLASSES, [0.6, 0.55, 0.7], 0.1)
+    assert job["model_sha256"] == __import__("hashlib").sha256(b"weights").hexdigest()
+    assert job["class_thresholds"] == {"bunker": 0.6, "revetment": 0.55, "shelter": 0.7} and job["min_score"] == 0.1
+
+    def scored(folder, seed=0):
+        d = dets(n=6, path=str(tmp_path / folder / "scene.tif"), seed=seed)
+        d.extra["provenance"] = scene_provenance(job, d.path)
+        return d
+
+    a = scored("x")
+    fc = json.loads(write_geojson([a], tmp_path / "a.geojson").read_text())
+    props = [f["properties"] for f in fc["features"]]
+    ids = [p["id"] for p in props]
+    assert len(set(ids)) == 6 and all(i.startswith("d") for i in ids)
+    assert [p["threshold"] for p in props] == [[0.6, 0.55, 0.7][k] for k in a.labels]
+    (meta,) = fc["revet"]["scenes"]
+    assert meta["provenance"]["scene"] == str(a.path) and meta["provenance"]["model"] == "my-model"
+    assert meta["provenance"]["scored_at"].endswith("+00:00") and meta["provenance"]["revet_version"]
+    # stable: the same scene (moved elsewhere) gives the same ids; other boxes give other ids
+    again = json.loads(write_geojson([scored("y")], tmp_path / "b.geojson").read_text())
+    assert [f["properties"]["id"] for f in again["features"]] == ids
+    other = json.loads(write_geojson([scored("x", seed=5)], tmp_path / "c.geojson").read_text())
+    assert not set(f["properties"]["id"] for f in other["features"]) & set(ids)
+    # GeoPackage and CSV carry the same ids and thresholds; the layer metadata the provenance
+    gmeta, _, _, fields = pyogrio.raw.read(write_gpkg([a], tmp_path / "a.gpkg"))
+    names = list(gmeta["fields"])
+    assert list(fields[names.index("id")]) == ids
+    np.testing.assert_allclose(fields[names.index("threshold")], [p["threshold"] for p in props])
+    lm = pyogrio.read_info(tmp_path / "a.gpkg")["layer_metadata"]
+    assert json.loads(lm["revet_scenes"])[0]["provenance"]["model_sha256"] == job["model_sha256"]
+    rows = list(csv.DictReader(write_csv([a], tmp_path / "a.csv").open()))
+    assert [r["id"] for r in rows] == ids and [float(r["threshold"]) for r in rows] == [p["threshold"] for p in props]
+    # without provenance: ids still, thresholds empty
+    plain = json.loads(write_geojson([dets(n=2)], tmp_path / "p.geojson").read_text())
+    assert all(f["properties"]["id"] and f["properties"]["threshold"] is None for f in plain["features"])
 
 
 def test_coco_results_ids_and_xywh(tmp_path):
