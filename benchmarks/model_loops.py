@@ -15,7 +15,7 @@ them for ``--minutes``; scene AP@0.5 of an unseen scene B is measured before and
 scenes are of one style (default the held-out ``winter`` season, where the base model is
 weakest), so the loop adapts the model to imagery it has not seen.
 
-    python benchmarks/model_loops.py changes --pairs 3
+    python benchmarks/model_loops.py changes --pairs 6 --seed 9200
     python benchmarks/model_loops.py review --minutes 4
 
 Prints the CPU flags with the figures. Everything lands under ``--out`` (default a temporary
@@ -162,8 +162,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--size", type=int, default=2048, help="scene side in pixels")
     ap.add_argument("--seed", type=int, default=7000)
-    ap.add_argument("--floor", type=float, default=None,
-                    help="changes: predict's --min-score for both dates (default: the model's class thresholds)")
+    ap.add_argument("--floor", type=float, default=0.3,
+                    help="changes: predict's --min-score for both dates (default 0.3, changes' --low, as "
+                         "docs/sites.md advises; the model's own thresholds still decide 'confident')")
     ap.add_argument("--low", type=float, default=None,
                     help="changes: revet changes --low (default: its own, detector.changes.LOW)")
     ap.add_argument("--minutes", type=float, default=4.0, help="review loop: fine-tuning budget")

@@ -27,11 +27,9 @@ shared by both dates, whatever CRS each input is in. Steps:
    ``coverage_buffer`` (default 250 m): ground where that date saw nothing is not claimed.
 5. **Statuses.** ``persisted``: matched, same class. ``changed``: matched, classes differ,
    both confident. ``disappeared``/``appeared``: unmatched, confident, and the other date
-   covered it, and (when both scenes are given) the pixels agree: an object whose box is
-   clearly greener on the other date is ``occluded`` (foliage), one whose patch has the same
-   structure on both dates is ``unchanged_pixels`` (:mod:`detector.change_pixels`).
-   Everything else is ``uncertain`` with a ``reason``: ``no_coverage``, ``occluded``,
-   ``unchanged_pixels``, ``low_score`` (unmatched but below ``high``) or ``class_low_score``
+   covered it, and (``disappeared``, when both scenes are given) its box is not hidden under
+   foliage on the after date (:mod:`detector.change_pixels`). Everything else is ``uncertain`` with a
+   ``reason``: ``no_coverage``, ``occluded``, ``low_score`` (unmatched but below ``high``) or ``class_low_score``
    (classes differ, one side not confident). Before matching, boxes of one date that overlap
    at IoU >= 0.5 keep only the best-scoring class (:func:`one_class_per_ground`).
 6. **Sites.** The change records (at their before-frame positions) are grouped into sites
@@ -329,8 +327,8 @@ def compare(before: Objects, after: Objects, *, cov_before: Coverage | None = No
     :func:`detector.objects.read_objects`). ``cov_*``: where each date has valid pixels
     (default: the buffered hull of its objects). ``shift``: a known misregistration instead of
     the estimate. ``scenes``: ``(before scene, after scene)`` raster paths; when given, every
-    ``appeared``/``disappeared`` object is checked in both images (:mod:`detector.change_pixels`)
-    and becomes ``uncertain`` (``occluded``, ``unchanged_pixels``) where the pixels say so.
+    ``disappeared`` object is checked in both images (:mod:`detector.change_pixels`) and
+    becomes ``uncertain`` (``occluded``) where its box is under foliage on the after date.
     """
     if before.crs != after.crs:
         raise ValueError(f"{before.path} and {after.path}: the two dates must share one local frame, "
@@ -405,24 +403,19 @@ def compare(before: Objects, after: Objects, *, cov_before: Coverage | None = No
 
 
 def _check_pixels(B: Objects, A: Objects, shift: Shift, ib, ia, status, reason, scenes) -> None:
-    """Demote ``appeared``/``disappeared`` records to ``uncertain`` on pixel evidence (in place)."""
+    """Demote ``disappeared`` records whose box is under foliage on the after date to
+    ``uncertain`` / ``occluded`` (in place). Only that direction: an object seen standing cannot
+    be grown over by a full crown between two dates, but ground is cleared of trees to build on
+    it, so trees where an object now stands are no evidence against ``appeared``."""
     import rasterio
 
-    from detector.change_pixels import OCCLUDED_GREEN, SAME_STRUCTURE, evidence
+    from detector.change_pixels import occluded
 
     d = np.array([shift.dx, shift.dy, shift.dx, shift.dy])
     with rasterio.open(scenes[0]) as db, rasterio.open(scenes[1]) as da:
-        for r in np.flatnonzero(np.isin(status, ("appeared", "disappeared"))).tolist():
-            if status[r] == "disappeared":
-                box = B.boxes[ib[r]]
-                sim, greener = evidence(db, da, B.crs, box, box + d)
-            else:
-                box = A.boxes[ia[r]]
-                sim, greener = evidence(da, db, B.crs, box, box - d)
-            if greener >= OCCLUDED_GREEN:
+        for r in np.flatnonzero(status == "disappeared").tolist():
+            if occluded(db, da, B.crs, B.boxes[ib[r]], B.boxes[ib[r]] + d):
                 status[r], reason[r] = "uncertain", "occluded"
-            elif sim >= SAME_STRUCTURE:
-                status[r], reason[r] = "uncertain", "unchanged_pixels"
 
 
 def record_classes(ch: Changes) -> tuple[np.ndarray, np.ndarray]:

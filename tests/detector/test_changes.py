@@ -236,47 +236,53 @@ def test_one_structure_claimed_by_two_classes_is_one_object():
     assert ch.counts().get("disappeared", 0) == 0
 
 
-def _date(path, *, obj: bool, canopy: bool = False, gain: float = 1.0, size: int = 400):
-    """A 0.5 m RGB GeoTIFF of grass-brown ground (UTM 37N, origin 619900, 4250100) with, when
-    ``obj``, a bright 30 x 20 m structure and its shadow at (620000, 4250000); ``canopy``: the
-    structure's ground under green crowns."""
+def _date(path, *, obj: bool, ground=(120, 110, 90), canopy: bool = False, size: int = 400):
+    """A 0.5 m RGB GeoTIFF of smooth ground of colour ``ground`` (UTM 37N, origin 619900,
+    4250100) with, when ``obj``, a bright 30 x 20 m structure and its shadow at (620000,
+    4250000); ``canopy``: that ground under green tree crowns (lit tops, shaded sides)."""
     import rasterio
     from rasterio.transform import from_origin
 
     rng = np.random.default_rng(7)
     img = np.empty((3, size, size), np.float32)
-    img[:] = np.array([120, 110, 90], np.float32)[:, None, None]
-    img += rng.normal(0, 6, (1, size, size))
+    img[:] = np.array(ground, np.float32)[:, None, None]
+    img += rng.normal(0, 2, (1, size, size))
     r0, c0 = 200, 200  # (620000, 4250000)
     if obj:
         img[:, r0 - 20:r0 + 20, c0 - 30:c0 + 30] = 210
         img[:, r0 + 20:r0 + 28, c0 - 30:c0 + 30] = 40
     if canopy:
         yy, xx = np.mgrid[:size, :size]
-        for cy, cx in [(190, 180), (205, 215), (185, 225), (212, 178), (198, 200)]:
-            crown = (yy - cy) ** 2 + (xx - cx) ** 2 < 22 ** 2
-            img[0][crown], img[1][crown], img[2][crown] = 45, 110, 40
-    img = np.clip(img * gain, 0, 255).astype(np.uint8)
+        for cy, cx in rng.uniform(160, 240, (40, 2)):
+            d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+            crown = d2 < 8 ** 2
+            lit = np.clip(1.2 - d2 / 64.0 - (yy - cy) / 16.0, 0.3, 1.3)[crown]
+            img[0][crown], img[1][crown], img[2][crown] = 40 * lit, 115 * lit, 35 * lit
+    img = np.clip(img, 0, 255).astype(np.uint8)
     with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=CRS,
                        transform=from_origin(619900, 4250100, 0.5, 0.5)) as ds:
         ds.write(img)
     return path
 
 
-def test_pixels_tell_demolished_from_hidden_and_from_missed(tmp_path):
+def test_pixels_tell_demolished_from_hidden_under_foliage(tmp_path):
     box = np.array([[619985.0, 4249990, 620015, 4250010]])
-    before = objects_from_arrays(box, ["shelter"], crs=CRS, scores=[0.9])
+    obj = objects_from_arrays(box, ["shelter"], crs=CRS, scores=[0.9])
     nothing = objects_from_arrays(np.zeros((0, 4)), [], crs=CRS)
     b = _date(tmp_path / "before.tif", obj=True)
-    cov = Coverage.from_scenes([b], before.crs)
+    cov = Coverage.from_scenes([b], obj.crs)
 
-    def status(after_scene):
-        ch = compare(before, nothing, cov_before=cov, cov_after=cov, scenes=(b, after_scene), min_objects=1)
+    def disappeared(after_scene):
+        ch = compare(obj, nothing, cov_before=cov, cov_after=cov, scenes=(b, after_scene), min_objects=1)
         return ch.status[0], ch.reason[0]
 
-    assert status(_date(tmp_path / "gone.tif", obj=False)) == ("disappeared", "")
-    assert status(_date(tmp_path / "hidden.tif", obj=True, canopy=True)) == ("uncertain", "occluded")
-    # still standing, the detector missed it on a darker date: the structure is the same
-    assert status(_date(tmp_path / "missed.tif", obj=True, gain=0.7)) == ("uncertain", "unchanged_pixels")
-    # without the scenes the same objects are all called disappeared
-    assert compare(before, nothing, cov_after=cov, min_objects=1).status[0] == "disappeared"
+    assert disappeared(_date(tmp_path / "gone.tif", obj=False)) == ("disappeared", "")
+    assert disappeared(_date(tmp_path / "hidden.tif", obj=True, canopy=True)) == ("uncertain", "occluded")
+    # demolished and grassed over: green but smooth, so still a change
+    assert disappeared(_date(tmp_path / "meadow.tif", obj=False, ground=(80, 130, 60))) == ("disappeared", "")
+    # built on a meadow: the earlier date's box is green and smooth, not crowns
+    new = compare(nothing, obj, cov_before=cov, cov_after=cov, min_objects=1,
+                  scenes=(_date(tmp_path / "field.tif", obj=False, ground=(80, 130, 60)), b))
+    assert (new.status[0], new.reason[0]) == ("appeared", "")
+    # without the scenes the hidden object is called disappeared
+    assert compare(obj, nothing, cov_after=cov, min_objects=1).status[0] == "disappeared"
