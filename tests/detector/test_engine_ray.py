@@ -83,7 +83,9 @@ def reference(model, scenes, work):
 
 def _same_as_reference(reference, out: Path, summary: dict) -> None:
     ref, ref_summary = reference
-    a, b = outputs_of(ref), outputs_of(out)
+    # the kill tests score with a slowed copy of the model: its name and hash differ, not its boxes
+    ignore = ("scored_at", "model", "model_file", "model_sha256")
+    a, b = outputs_of(ref, ignore), outputs_of(out, ignore)
     assert sorted(a) == sorted(b)
     for name in a:
         assert a[name] == b[name], f"{name} differs from the single process's"
