@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets import synth, synth_render as sr
-from detector.datasets.synth_geo import scene_transform
-from detector.datasets.synth_style import SEASONS, Style, draw_wide_conditions
+from detector.datasets import synth
+from detector.datasets.synth import render as sr
+from detector.datasets.synth.geo import scene_transform
+from detector.datasets.synth.style import SEASONS, Style, draw_wide_conditions
 from detector.prescreen import Prescreen
 from detector.runner import Detector, read_scene_window
 from detector import raster, tiling
@@ -87,7 +88,7 @@ def paint_uniform(img: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def write_rgb(path: Path, img: np.ndarray, nodata: bool) -> Path:
     import rasterio
 
-    from detector.datasets.synth_geo import CRS, scene_transform
+    from detector.datasets.synth.geo import CRS, scene_transform
 
     h, w = img.shape[:2]
     prof = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs=CRS,

@@ -46,7 +46,7 @@ def run_changes(out: Path, model: str, n: int, seed: int, size: int, floor: floa
                 low: float | None = None) -> dict:
     from detector.change_metrics import format_change_metrics
     from detector.changes import evaluate_pair
-    from detector.datasets.synth_pairs import generate_pairs
+    from detector.datasets.synth.pairs import generate_pairs
     from detector.predict import predict_files
 
     metas = generate_pairs(out / "pairs", n, seed=seed, size=size)
@@ -110,7 +110,7 @@ def analyst_decisions(cands: list[dict], gt_boxes: np.ndarray, gt_names: list[st
 def run_review(out: Path, model: str, weights: str, minutes: float, seed: int, size: int, style: str) -> dict:
     from detector.datasets.from_review import from_review
     from detector.datasets.synth import generate_dataset
-    from detector.datasets.synth_style import Style
+    from detector.datasets.synth.style import Style
     from detector.export.onnx_export import export_checkpoint
     from detector.predict import predict_files
     from detector.review.app import build_review

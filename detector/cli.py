@@ -17,7 +17,7 @@ log = logging.getLogger("revet")
 
 def _synth(a) -> int:
     from detector.datasets.synth import generate_dataset
-    from detector.datasets.synth_style import Style
+    from detector.datasets.synth.style import Style
 
     summary = generate_dataset(a.out_dir, n_train=a.train, n_val=a.val, n_test=a.test,
                                scene_size=a.scene_size, gsd=a.gsd, seed=a.seed, workers=a.workers,

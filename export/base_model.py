@@ -41,7 +41,7 @@ def read_config(path) -> tuple[dict, dict]:
 
 def test_sets(corpus: dict) -> dict[str, dict]:
     """The three test sets: name -> ``generate_dataset`` keyword arguments (style, gsd, seed)."""
-    from detector.datasets.synth_style import Style
+    from detector.datasets.synth.style import Style
 
     varied = Style.from_name(corpus.get("style", "varied"))
     holdout = corpus.get("holdout")
@@ -56,7 +56,7 @@ def test_sets(corpus: dict) -> dict[str, dict]:
 
 def stage_data(out: Path, corpus: dict, workers: int = 2) -> None:
     from detector.datasets.synth import generate_dataset
-    from detector.datasets.synth_style import Style
+    from detector.datasets.synth.style import Style
 
     style = Style.from_name(corpus.get("style", "varied"), corpus.get("holdout"))
     if not (out / "data" / "corpus" / "val.json").exists():

@@ -8,8 +8,8 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 
 from detector.datasets import synth  # noqa: E402
-from detector.datasets import synth_objects as so  # noqa: E402
-from detector.datasets import synth_render as sr  # noqa: E402
+from detector.datasets.synth import objects as so  # noqa: E402
+from detector.datasets.synth import render as sr  # noqa: E402
 
 SMALL = dict(n_train=4, n_val=2, n_test=2, tile_size=256, scene_size=512, gsd=0.5, seed=3)
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from detector.datasets.synth_pairs import generate_pairs, pair_seed, render_pair, write_pair
+from detector.datasets.synth.pairs import generate_pairs, pair_seed, render_pair, write_pair
 
 SIZE, GSD = 1024, 1.0  # 1 km of ground: about 25 targets per pair
 

@@ -14,7 +14,7 @@ import pytest
 
 from detector import zoo
 from detector.datasets.synth import render_tile, tile_seed
-from detector.datasets.synth_style import Style
+from detector.datasets.synth.style import Style
 from detector.metrics import ImageEval, evaluate_detections
 from detector.runner import Detector
 from detector.spec import SPEC_KEY, ModelSpec

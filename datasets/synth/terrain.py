@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .synth_style import SEASONS, Style, palette_factor
+from .style import SEASONS, Style, palette_factor
 
 _SEASON_P = (0.22, 0.3, 0.2, 0.13, 0.15)
 

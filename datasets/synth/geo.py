@@ -1,6 +1,6 @@
 """Where the synthetic generator's images lie on the map: their CRS, the allowed ground sample
 distances and the transform of the large scene (shared by :mod:`~detector.datasets.synth` and
-:mod:`~detector.datasets.synth_pairs`)."""
+:mod:`~detector.datasets.synth.pairs`)."""
 from __future__ import annotations
 
 CRS = "EPSG:32637"  # UTM zone 37N

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .synth_terrain import Palette, Track, fractal_noise
+from .terrain import Palette, Track, fractal_noise
 
 TARGETS = ("bunker", "revetment", "shelter")
 NEGATIVES = ("house", "shed", "barn", "greenhouse", "pond", "tank", "ring_berm", "dyke",
@@ -564,7 +564,7 @@ def plan_targets(rng: np.random.Generator, occ: Occupancy, pal: Palette, gsd: fl
 
     A tile of 256 m (512 px at 0.5 m) gets 0-3 groups (rows of 1-4 bunkers, 1-4 revetments,
     1-3 shelters), at most 8 targets; larger images proportionally more. Occluder trees are a
-    dict like :func:`synth_terrain.tree_seeds` returns.
+    dict like :func:`terrain.tree_seeds` returns.
     """
     h, w = occ.shape
     area_units = h * w * gsd * gsd / 256.0 ** 2

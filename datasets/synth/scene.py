@@ -1,11 +1,11 @@
-"""Procedural synthetic scenes with bunkers, revetments and shelters, for pretraining and tests.
+"""Scenes and datasets: one image rendered from a plan, tiles, the large scene, GeoTIFF/COCO writing.
 
 Every image is rendered physically from a height map (metres) and an albedo map (linear RGB):
 one sun (random azimuth and elevation) gives Lambertian slope shading and cast shadows, a
 bluish sky gives ambient light, then haze, optical blur, gain, gamma and noise (see
-``synth_render``). Backgrounds (``synth_terrain``): grass, bare soil, rocky ground, field
+``render``). Backgrounds (``terrain``): grass, bare soil, rocky ground, field
 patchworks, forest with individual crowns, curved roads and dirt tracks, seasons. Objects
-(``synth_objects``) are drawn at their real size in metres at any orientation.
+(``objects``) are drawn at their real size in metres at any orientation.
 
 Box convention: a label is the axis-aligned bounding box, in pixel-edge coordinates
 (x right, y down; a box over pixel columns 10..19 has x1=10, x2=20), of the *visible footprint*
@@ -14,13 +14,10 @@ revetment: the berm; shelter: the roof), minus pixels hidden under tree crowns. 
 vehicles outside, and cast shadows are not part of it. Negatives (houses, barns, greenhouses,
 ponds, tanks, ring berms, dykes, spoil heaps, hay bales) are never labelled.
 
-Commands::
-
-    python -m detector.datasets.synth OUT_DIR --n-train 300 --workers 2 --preview
+Command line: ``revet synth OUT_DIR`` (:mod:`detector.cli`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -29,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import synth_objects as so
-from . import synth_render as sr
-from . import synth_terrain as st
-from .synth_geo import CRS, check_gsd, scene_transform
-from .synth_style import Style, draw_wide_conditions, sensor_look
+from . import objects as so
+from . import render as sr
+from . import terrain as st
+from .geo import CRS, check_gsd, scene_transform
+from .style import Style, draw_wide_conditions, sensor_look
 
 CLASSES = ("bunker", "revetment", "shelter")
 SPLITS = ("train", "val", "test")
@@ -68,7 +65,7 @@ def render_image(seed: int, height: int, width: int, *, gsd: float = 0.5, negati
     ``targets=False`` draws no targets (a negatives-only image: every detection on it is false).
     ``contain``: every target footprint lies inside the image (tiles); the large scene uses
     the same rule, objects fall anywhere else (across any 512-px window boundary).
-    ``style`` (:class:`~detector.datasets.synth_style.Style`): how far terrain, materials, light
+    ``style`` (:class:`~detector.datasets.synth.style.Style`): how far terrain, materials, light
     and sensor vary; the standard style gives the generator's standard images.
     """
     check_gsd(gsd)
@@ -325,11 +322,11 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
     With ``multiband16``, images are 16-bit 4-band (R, G, B, NIR) with nodata 0 and nodata
     borders on some tiles and the scene (see :func:`to_multiband16`). ``negatives=False``: no
     hard negatives (same targets); ``targets=False``: negatives-only images with no labels.
-    ``style``: how far terrain, materials, light and sensor vary (see ``synth_style``);
+    ``style``: how far terrain, materials, light and sensor vary (see ``style``);
     ``gsd_range``: each tile drawn at its own ground sample distance in this range (metres per
     pixel, log-uniform, :func:`tile_gsd`; the scene stays at ``gsd``).
     ``pairs``: also write that many two-date pairs of ``scene_size`` (2048 when 0) pixels at
-    ``gsd`` under ``out_dir/pairs/pair_NNN/`` (:mod:`~detector.datasets.synth_pairs`; seeds
+    ``gsd`` under ``out_dir/pairs/pair_NNN/`` (:mod:`~detector.datasets.synth.pairs`; seeds
     no tile or scene uses).
     Returns a summary: counts per split and class, paths.
     """
@@ -373,7 +370,7 @@ def generate_dataset(out_dir, *, n_train: int = 300, n_val: int = 60, n_test: in
     if preview and not multiband16:
         summary["preview"] = write_previews(out, records)
     if pairs:
-        from .synth_pairs import generate_pairs
+        from .pairs import generate_pairs
 
         summary["pairs"] = generate_pairs(out / "pairs", pairs, seed=seed, size=scene_size or 2048, gsd=gsd,
                                           negatives=negatives, style=style)
@@ -423,32 +420,3 @@ def write_previews(out: Path, records: dict, n: int = 6) -> list:
         draw_boxes(img, boxes, labels, scale).save(pdir / png)
         paths.append(str(pdir / png))
     return paths
-
-
-def main(argv=None) -> dict:
-    """Command line: parse arguments, call :func:`generate_dataset`, print the summary."""
-    ap = argparse.ArgumentParser(description="Write a synthetic Revet dataset (tiles + scene).")
-    ap.add_argument("out_dir")
-    ap.add_argument("--n-train", type=int, default=300)
-    ap.add_argument("--n-val", type=int, default=60)
-    ap.add_argument("--n-test", type=int, default=100)
-    ap.add_argument("--tile-size", type=int, default=512)
-    ap.add_argument("--scene-size", type=int, default=2048)
-    ap.add_argument("--gsd", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
-    ap.add_argument("--no-negatives", action="store_true")
-    ap.add_argument("--no-targets", action="store_true", help="negatives-only images (no labels)")
-    ap.add_argument("--preview", action="store_true")
-    ap.add_argument("--pairs", type=int, default=0, help="also write this many two-date scene pairs")
-    a = ap.parse_args(argv)
-    summary = generate_dataset(a.out_dir, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                               tile_size=a.tile_size, scene_size=a.scene_size, gsd=a.gsd,
-                               seed=a.seed, workers=a.workers, negatives=not a.no_negatives,
-                               preview=a.preview, targets=not a.no_targets, pairs=a.pairs)
-    print(json.dumps(summary, indent=1))
-    return summary
-
-
-if __name__ == "__main__":
-    main()

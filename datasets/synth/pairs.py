@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import synth_objects as so
-from . import synth_render as sr
-from . import synth_terrain as st
-from .synth_geo import CRS, check_gsd, scene_transform
-from .synth_style import Style, draw_wide_conditions, sensor_look
+from . import objects as so
+from . import render as sr
+from . import terrain as st
+from .geo import CRS, check_gsd, scene_transform
+from .style import Style, draw_wide_conditions, sensor_look
 
 _PAIR_KEY = 11  # seed-sequence key of pairs (tiles use 0-2, the scene 7)
 
@@ -154,7 +154,7 @@ def render_pair(seed: int, height: int, width: int, *, gsd: float = 0.5, negativ
     """Render one before/after pair from ``seed`` (deterministic); see the module docstring.
 
     Pixel boxes use the generator's convention (x right, y down, pixel edges). Transforms put
-    the before image where :func:`detector.datasets.synth_geo.scene_transform` puts scenes.
+    the before image where :func:`detector.datasets.synth.geo.scene_transform` puts scenes.
     """
     from affine import Affine
     import cv2

@@ -79,7 +79,7 @@ class Style:
 
 
 def draw_wide_conditions(rng: np.random.Generator, cond):
-    """Redraw sun and sensor of ``cond`` (a ``synth_render.Conditions``) over wide ranges."""
+    """Redraw sun and sensor of ``cond`` (a ``render.Conditions``) over wide ranges."""
     r = rng.random(4)
     cond.elevation = float(rng.uniform(15, 80))
     cond.ambient = float(rng.uniform(0.08, 0.55))  # low: hard, dark shadows; high: overcast
