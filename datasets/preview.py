@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.display import stretch, to_rgb8
-
-PALETTE = [(255, 64, 64), (64, 200, 255), (255, 220, 0), (120, 255, 120), (255, 120, 255),
-           (255, 160, 60), (160, 160, 255), (255, 255, 255)]
+from detector.display import class_colour, stretch, to_rgb8
 
 
 def preview(dataset: str | os.PathLike, out: str | os.PathLike, *, n: int = 16, cols: int = 4,
@@ -64,12 +61,12 @@ def preview(dataset: str | os.PathLike, out: str | os.PathLike, *, n: int = 16, 
         draw = ImageDraw.Draw(tile)
         for (x1, y1, x2, y2), lab in zip(np.asarray(res["bboxes"]).reshape(-1, 4), res["labels"]):
             draw.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1],
-                           outline=PALETTE[int(lab) % len(PALETTE)], width=2)
+                           outline=class_colour(lab), width=2)
         grid.paste(tile, ((k % cols) * size, (k // cols) * size))
     draw = ImageDraw.Draw(grid)
     x = 4
     for c, name in enumerate(ls.classes):
-        draw.rectangle([x, rows * size + 5, x + 10, rows * size + 15], fill=PALETTE[c % len(PALETTE)])
+        draw.rectangle([x, rows * size + 5, x + 10, rows * size + 15], fill=class_colour(c))
         draw.text((x + 14, rows * size + 4), name, fill=(230, 230, 230))
         x += 20 + 7 * len(name)
     out = Path(out)

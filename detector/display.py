@@ -1,6 +1,7 @@
-"""The one display stretch: how raw pixels of any dtype and band count are shown to people
-(quicklooks, evaluation reports, the run report, the change report, the review pyramid, the
-augmentation preview). Torch-free.
+"""The one display stretch and the one class palette: how raw pixels of any dtype and band count
+and the classes drawn over them are shown to people (quicklooks, QGIS styles, evaluation reports,
+the run report, the change report, the review page, the augmentation and synth previews).
+Torch-free.
 
 Each band is stretched linearly between the 2nd and 98th percentile (``PERCENTILES``) of its
 valid, finite pixels (all pixels when none is valid) and clipped to [0, 1]; no-data pixels are
@@ -11,6 +12,16 @@ from __future__ import annotations
 import numpy as np
 
 PERCENTILES = (2, 98)
+
+# Class colours (RGB 0-255) in the model's class order (bunker, revetment, shelter for Revet's
+# models), cycled for models with more classes: every picture, style and page uses these.
+CLASS_COLOURS = [(255, 60, 60), (255, 220, 0), (0, 200, 255), (80, 255, 80), (255, 0, 255), (255, 140, 0),
+                 (160, 120, 255), (255, 255, 255)]
+
+
+def class_colour(index: int) -> tuple[int, int, int]:
+    """The colour of class ``index`` (0-based, in the model's class order)."""
+    return CLASS_COLOURS[int(index) % len(CLASS_COLOURS)]
 
 
 def stretch_limits(image: np.ndarray, valid: np.ndarray | None = None, percentiles=PERCENTILES) -> np.ndarray:

@@ -284,21 +284,32 @@ def scene_provenance(job: dict, scene) -> dict:
     return {**job, "scene": str(scene), "scored_at": now}
 
 
-def detection_ids(det: Detections) -> list[str]:
-    """(N,) stable ids ``d`` + 16 hex digits: SHA-1 of the source's file name, the class and the
-    pixel box rounded to 0.1 px. The same scene scored again by the same model gets the same ids
-    wherever the file lies; two detections of one scene never share one (a repeat gets ``-2``...)."""
+def detection_id(scene: str, cls: str, box) -> str:
+    """The stable id of one detection: ``d`` + the first 12 hex digits of SHA-1 over ``scene
+    file name | class | pixel box rounded to 0.1 px``. The same scene scored again by the same
+    model gets the same ids wherever the file lies (the review app computes the same id for
+    detections that carry none)."""
     import hashlib
 
-    name = Path(str(det.path)).name if det.path else ""
+    x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+    key = f"{Path(str(scene)).name}|{cls}|{x1:.1f},{y1:.1f},{x2:.1f},{y2:.1f}"
+    return "d" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    """``ids`` with repeats made unique and still stable: the second ``x`` becomes ``x-2``..."""
     seen: dict[str, int] = {}
     out = []
-    for k in range(len(det)):
-        b = ",".join(f"{float(v):.1f}" for v in det.boxes[k])
-        h = "d" + hashlib.sha1(f"{name}|{det.classes[int(det.labels[k])]}|{b}".encode()).hexdigest()[:16]
-        seen[h] = seen.get(h, 0) + 1
-        out.append(h if seen[h] == 1 else f"{h}-{seen[h]}")
+    for d in ids:
+        seen[d] = seen.get(d, 0) + 1
+        out.append(d if seen[d] == 1 else f"{d}-{seen[d]}")
     return out
+
+
+def detection_ids(det: Detections) -> list[str]:
+    """(N,) :func:`detection_id` of each detection of ``det``, unique within it."""
+    name = str(det.path) if det.path else ""
+    return unique_ids([detection_id(name, det.classes[int(det.labels[k])], det.boxes[k]) for k in range(len(det))])
 
 
 def detection_thresholds(det: Detections) -> np.ndarray:

@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from detector import raster
-from detector.display import display_rgb
+from detector.display import CLASS_COLOURS, display_rgb
 from detector.outputs import atomic_write
 from detector.runner import Detections
 
-# Class colours in label order; cycled for models with more classes.
-COLOURS = [(255, 60, 60), (255, 220, 0), (0, 200, 255), (80, 255, 80), (255, 0, 255), (255, 140, 0),
-           (160, 120, 255), (255, 255, 255)]
+COLOURS = CLASS_COLOURS  # the one palette (detector.display); this name for older callers
 
 
 def read_overview(path: str | os.PathLike, bands, max_size: int = 1024) -> tuple[np.ndarray, float]:

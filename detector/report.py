@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.windows import Window
 
 from detector import raster
-from detector.display import display_rgb
+from detector.display import class_colour, display_rgb
 from detector.metrics import confusions, format_value, match_images, operating_rule
 from detector.spec import above_threshold
 
@@ -127,7 +127,7 @@ def plot_pr_curves(m: dict, path: Path) -> Path:
     for k, (name, prec) in enumerate(m["pr_curves"]["precision"].items()):
         if prec:
             ap = m["per_class"][name]["AP50"]
-            p.line(rec, prec, PALETTE[k % len(PALETTE)], f"{name}  AP@0.5 {ap:.3f}")
+            p.line(rec, prec, class_colour(k), f"{name}  AP@0.5 {ap:.3f}")  # the map's class colour
     return p.save(path)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 # One palette: a class is the same colour in quicklooks, the review page and QGIS.
-from detector.quicklook import COLOURS as CLASS_COLOURS  # noqa: E402
+from detector.display import CLASS_COLOURS  # noqa: E402
 # review_status -> (colour, outline style)
 REVIEW_COLOURS = {
     "accepted": ((40, 200, 80), "solid"),

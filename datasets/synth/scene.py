@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.display import class_colour
+
 from . import objects as so
 from . import render as sr
 from . import terrain as st
@@ -381,9 +383,6 @@ def _class_counts(labels) -> dict:
     return {c: int(sum(1 for lab in labels if lab == i)) for i, c in enumerate(CLASSES)}
 
 
-_BOX_COLOURS = {"bunker": (255, 60, 60), "revetment": (255, 220, 0), "shelter": (0, 200, 255)}
-
-
 def draw_boxes(image: np.ndarray, boxes, labels, scale: float = 1.0):
     """A Pillow image of ``image`` (resized by ``scale``) with labelled boxes drawn."""
     from PIL import Image, ImageDraw
@@ -394,7 +393,7 @@ def draw_boxes(image: np.ndarray, boxes, labels, scale: float = 1.0):
     d = ImageDraw.Draw(im)
     for (x1, y1, x2, y2), lab in zip(boxes, labels):
         name = CLASSES[int(lab)]
-        c = _BOX_COLOURS[name]
+        c = class_colour(int(lab))
         d.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1], outline=c, width=2)
         d.text((x1 * scale + 2, max(y1 * scale - 11, 0)), name, fill=c)
     return im

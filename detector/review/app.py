@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from detector import raster
+from detector.display import class_colour
 from detector.outputs import atomic_write_text, revet_version
 from detector.review.candidates import read_candidates
 from detector.review.pyramid import write_pyramid
@@ -62,6 +63,7 @@ def build_review(scene: str | os.PathLike, detections: str | os.PathLike, out_di
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     data = {"scene": {"name": scene.name, "width": info.width, "height": info.height, **pyr},
             "classes": classes, "model": cands.model,
+            "palette": [list(class_colour(k)) for k in range(len(classes))],  # detector.display's
             "candidates": [{"id": i, "class": c, "score": None if s != s else round(float(s), 4),
                             "box": [round(float(v), 1) for v in b]}
                            for i, c, s, b in zip(cands.ids, cands.classes, cands.scores, cands.boxes)]}

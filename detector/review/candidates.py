@@ -7,13 +7,13 @@ optional ``x1 y1 x2 y2``). A feature's box in scene pixels is its ``pixel_box`` 
 ``x1..y2``) when present, else the pixel bounds of its geometry's vertices reprojected into
 the scene's CRS (``rasterio.warp.transform``) and mapped through the inverse transform.
 
-Stable id: ``d`` + the first 12 hex digits of SHA-1 over ``scene name | class | box rounded to
-0.1 px``, unless the feature carries an id of its own; so scoring the same scene with the same
-model gives the same ids, and a review can be matched to a later run.
+Stable id: the feature's own (``det_id``, ``detection_id`` or ``id``: ``revet predict`` writes
+``id``), else :func:`detector.outputs.detection_id` (``d`` + 12 hex digits of SHA-1 over ``scene
+name | class | box rounded to 0.1 px``, what ``revet predict`` writes); so scoring the same scene
+with the same model gives the same ids, and a review can be matched to a later run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ import numpy as np
 from rasterio.warp import transform as warp_transform
 
 from detector.labels.vector import wkb_vertices
+from detector.outputs import detection_id, unique_ids
 
 
 @dataclass
@@ -42,13 +43,6 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def detection_id(scene: str, cls: str, box) -> str:
-    """The stable id of a detection (see the module docstring)."""
-    x1, y1, x2, y2 = (round(float(v), 1) for v in box)
-    key = f"{Path(scene).name}|{cls}|{x1:.1f},{y1:.1f},{x2:.1f},{y2:.1f}"
-    return "d" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def _geojson_crs(data: dict):
@@ -141,14 +135,9 @@ def read_candidates(path: str | os.PathLike, scene_crs, scene_transform, scene_n
         classes.append(str(c))
         if p.get("score") is not None:
             scores[i] = float(p["score"])
-        own = p.get("det_id") or p.get("detection_id")
+        own = p.get("det_id") or p.get("detection_id") or p.get("id")
         ids.append(str(own) if own else detection_id(scene_name, classes[-1], boxes[i]))
-    if len(set(ids)) != len(ids):  # duplicate boxes of one class: keep ids unique, still stable
-        seen: dict[str, int] = {}
-        for i, d in enumerate(ids):
-            seen[d] = seen.get(d, 0) + 1
-            if seen[d] > 1:
-                ids[i] = f"{d}-{seen[d]}"
+    ids = unique_ids(ids)  # duplicate boxes of one class: keep ids unique, still stable
     model = next((str(p["model"]) for p in props if p.get("model")), path.name)
     order = np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable")
     return Candidates([ids[i] for i in order], [classes[i] for i in order], scores[order],

@@ -151,7 +151,7 @@ def test_ids_thresholds_and_provenance_in_every_format(tmp_path):
     fc = json.loads(write_geojson([a], tmp_path / "a.geojson").read_text())
     props = [f["properties"] for f in fc["features"]]
     ids = [p["id"] for p in props]
-    assert len(set(ids)) == 6 and all(i.startswith("d") for i in ids)
+    assert len(set(ids)) == 6 and all(i.startswith("d") and len(i) == 13 for i in ids)
     assert [p["threshold"] for p in props] == [[0.6, 0.55, 0.7][k] for k in a.labels]
     (meta,) = fc["revet"]["scenes"]
     assert meta["provenance"]["scene"] == str(a.path) and meta["provenance"]["model"] == "my-model"

@@ -6,10 +6,10 @@
   "use strict";
   const DATA = window.REVET_DATA;
   const SCENE = DATA.scene, CLASSES = DATA.classes, CANDS = DATA.candidates;
-  const PALETTE = [[255, 60, 60], [255, 220, 0], [0, 200, 255], [80, 255, 80], [255, 0, 255],
-                   [255, 140, 0], [160, 120, 255], [255, 255, 255]];
+  // class colours from detector.display.CLASS_COLOURS (one palette for every picture and page)
+  const PALETTE = DATA.palette && DATA.palette.length ? DATA.palette : [[255, 255, 255]];
   const STATUS_COLOUR = {accepted: "#5fd47f", rejected: "#9a9a9a", relabelled: "#ffa640", drawn: "#58a6ff"};
-  const colour = (c) => { const i = CLASSES.indexOf(c); const p = PALETTE[(i < 0 ? 7 : i) % PALETTE.length];
+  const colour = (c) => { const i = CLASSES.indexOf(c); const p = i < 0 ? [255, 255, 255] : PALETTE[i % PALETTE.length];
                           return `rgb(${p[0]},${p[1]},${p[2]})`; };
   const $ = (id) => document.getElementById(id);
   const view = $("view"), vctx = view.getContext("2d");
