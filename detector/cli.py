@@ -29,15 +29,10 @@ def _synth(a) -> int:
 
 
 def _train(a) -> int:
+    from detector.train.config import flag_overrides
     from detector.train.fit import config_from_file, resume_config, train
 
-    overrides = {"train": a.train, "val": a.val, "out": a.out, "arch": a.model, "epochs": a.epochs,
-                 "max_time": a.max_time, "steps": a.steps, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr,
-                 "seed": a.seed, "num_workers": a.workers, "precision": a.precision,
-                 "bands": [int(b) for b in a.bands.split(",")] if a.bands else None,
-                 "classes": a.classes.split(",") if a.classes else None,
-                 "weights": a.weights, "freeze": a.freeze, "patience": a.patience,
-                 "balance": True if a.balance else None, "accelerator": a.accelerator, "devices": a.devices}
+    overrides = flag_overrides(a)
     if a.resume:
         best = train(resume_config(a.resume, {k: v for k, v in overrides.items() if k != "out"}), resume=True)
     else:
@@ -102,31 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_synth)
 
     t = sub.add_parser("train", help="train a detector on COCO datasets")
-    t.add_argument("--train", help="training COCO JSON")
-    t.add_argument("--val", help="validation COCO JSON")
-    t.add_argument("--out", help="run folder (best.ckpt, last.ckpt, logs)")
-    t.add_argument("--config", help="YAML file of training options; flags override it")
-    t.add_argument("--model", help="architecture name (see revet models)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-time", type=float, help="stop after this many minutes")
-    t.add_argument("--steps", type=int, help="optimizer steps (the schedule anneals over them); with --max-time, whichever ends first")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--crop", type=int, help="train on random crops of this size")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--workers", type=int, help="data loader worker processes (0: load in the main process, cached)")
-    t.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed (fast on CPUs with AVX512-BF16), 16-mixed (GPU)")
-    t.add_argument("--bands", help="1-based band list, e.g. 3,2,1")
-    t.add_argument("--classes", help="comma-separated class names (default: the dataset's)")
-    t.add_argument("--weights", help="none | coco | imagenet | revet-base (the shipped base model) | PATH (torchvision state dict or Revet .ckpt)")
-    t.add_argument("--freeze", type=int, help="freeze the stem and this many backbone stages (-1: all)")
-    t.add_argument("--patience", type=int, help="early stopping after this many validations without improvement")
-    t.add_argument("--balance", action="store_true", help="class-balanced sampling (images with rare classes drawn more often)")
-    t.add_argument("--accelerator", help="Lightning accelerator: auto (default), cpu, gpu")
-    t.add_argument("--devices", type=lambda v: int(v) if v.isdigit() else v,
-                   help="devices per node: a count (2 on a CPU trains two processes with gloo), 'auto', or ids 0,1")
+    from detector.train.config import add_config_flags  # torch-free: the options' one home
+
+    t.add_argument("--config", help="YAML file of training options (the names below, with _); flags override it")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.ckpt")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (refused without)")
+    add_config_flags(t)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="checkpoint -> ONNX, with a parity check")

@@ -1,7 +1,7 @@
 """One training run: config -> spec, data, module, Lightning trainer -> ``RUN_DIR/best.ckpt``.
 
-``TrainConfig`` holds every knob with explicit types; :func:`config_from_file` maps a YAML
-file (plus command-line overrides) onto it. The resolved config is saved in the run folder.
+The options are :class:`~detector.train.config.TrainConfig` (:mod:`detector.train.config`: YAML
+and command-line flags from the same fields). The resolved config is saved in the run folder.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from detector import raster
 from detector.datasets.coco import read_coco
 from detector.datasets.labels import LabelSet
 from detector.spec import ModelSpec
+from detector.train.config import TrainConfig, check_types, config_from_file  # noqa: F401 - the names callers import here
 
 log = logging.getLogger("revet.train")
 
@@ -30,57 +30,6 @@ log = logging.getLogger("revet.train")
 # thousand on the synthetic tiles; a fine-tune from revet-base adapts to a new seed in tens
 # (the demo's fine-tune: test mAP@0.5 0.989 after 41 steps, 0.985 after 124, AVX2-emulated CPU).
 MIN_STEPS = {"from-scratch": 2000, "fine-tune": 40}
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs. Paths may be relative to the working directory."""
-
-    train: str
-    val: str
-    out: str = "runs/revet"
-    arch: str = "fcos_lite"
-    classes: list[str] | None = None  # default: the training set's category names
-    bands: list[int] | None = None    # default: every band that is not alpha
-    tile_size: int = 512
-    overlap: int = 128
-    crop: int | None = 256            # train on random object-biased crops (None: whole images)
-    epochs: int = 30
-    steps: int | None = None          # optimizer steps (the schedule's length; None: epochs x steps per epoch)
-    max_time: float | None = None     # minutes
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    warmup_steps: int = 50
-    seed: int = 0
-    num_workers: int = 0              # 0: load in the main process with an in-memory cache
-    photometric: bool = True
-    augment: dict | None = None       # extra augmentation (detector.datasets.augment.OPTIONS), e.g. {hue: 0.05}
-    gsd: float | None = None          # the spec's metres per pixel (default: the first training image's)
-    accelerator: str = "auto"
-    devices: int | str = 1
-    precision: str = "auto"           # auto: bf16-mixed where the CPU/GPU has bf16, else 32-true
-    val_every: int = 1                # epochs between validations
-    report: bool = True               # write curves, PR curves, confusion matrix, metrics.json
-    calibrate_threshold: bool = True  # set the spec's score threshold to the best-F1 one on val
-    save_at_minutes: list[float] | None = None  # extra checkpoints ckpt_<M>min.ckpt at these wall-clock times
-    weights: str | None = None        # none | coco | imagenet | PATH (torchvision state dict or Revet .ckpt)
-    freeze: int = 0                   # backbone stages to freeze (-1: the whole backbone body)
-    patience: int | None = None       # early stopping: validations without val mAP@0.5 improving
-    balance: bool = False             # class-balanced sampling of training images (rare classes)
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.gsd is not None and not self.gsd > 0:
-            raise ValueError(f"gsd must be a positive number of metres per pixel, got {self.gsd}")
-        if self.crop is not None and self.crop % 32:
-            raise ValueError(f"crop must be a multiple of 32, got {self.crop}")
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -96,54 +45,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_bf16() else "32-true"
-
-
-def config_from_file(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
-    """YAML file (optional) then ``overrides`` (None values ignored) -> TrainConfig."""
-    data: dict = {}
-    if path:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"{p}: cannot read training config ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{p}: expected a mapping of training options")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path or 'config'}: unknown training options {unknown}; known: {sorted(known)}")
-    for req in ("train", "val"):
-        if req not in data:
-            raise ValueError(f"training needs '{req}' (a COCO JSON path)")
-    check_types(data, path or "config")
-    return TrainConfig(**data)
-
-
-def _type_ok(value, hint: str) -> bool:
-    """Whether ``value`` (from YAML or the command line) fits the annotation text ``hint``."""
-    for alt in (h.strip() for h in hint.split("|")):
-        if alt == "None" and value is None:
-            return True
-        if alt == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if alt == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return True
-        if alt in ("str", "bool", "dict") and isinstance(value, {"str": str, "bool": bool, "dict": dict}[alt]):
-            return True
-        if alt.startswith("list[") and isinstance(value, list):
-            return all(_type_ok(v, alt[5:-1]) for v in value)
-    return False
-
-
-def check_types(data: dict, source) -> None:
-    """Refuse options of the wrong type (``epochs: abc``, ``lr: .nan``) naming the option, the
-    value and the type expected, before any work starts."""
-    hints = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    for k, v in data.items():
-        if k in hints and not _type_ok(v, hints[k]):
-            raise ValueError(f"{source}: training option {k!r} must be {hints[k]}, got {v!r}")
 
 
 def _default_bands(path) -> list[int]:
@@ -286,28 +187,8 @@ def check_resumable(path: Path) -> None:
                          "expected the last.ckpt a Revet run wrote")
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Run training; returns the path of ``best.ckpt`` (best validation mAP@0.5).
-
-    With ``resume``, training continues from ``cfg.out/last.ckpt`` (saved at the end of every
-    epoch) with the optimizer, schedule and epoch counter restored. A new run into a folder
-    that holds an earlier run's checkpoints is refused unless ``overwrite`` (they would be
-    deleted before the new run had anything to replace them with).
-    """
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from detector.datasets.augment import from_config
-    from detector.datasets.torchdata import DetectionDataModule, DetectionDataset
-    from detector.train.models import BACKGROUND_OFFSET, available
-    from detector.train.module import DetectionModule
-
-    if cfg.arch not in available():
-        raise ValueError(f"unknown architecture {cfg.arch!r}; available: {available()}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+def prepare_run(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
+    """Check ``cfg.out`` may take this run, create it, save ``config.yaml``; returns it."""
     out = Path(cfg.out)
     if resume:
         check_resumable(out / "last.ckpt")
@@ -316,22 +197,35 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
                          "continue it with --resume, replace it with --overwrite, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return out
 
-    train_labels, val_labels = load_labels(cfg)
-    spec = make_spec(cfg, train_labels)
-    (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+
+def build_data(cfg: TrainConfig, spec: ModelSpec, train_labels: LabelSet, val_labels: LabelSet):
+    """The Lightning data module (augmentation from ``cfg.augment``) and the optimizer steps
+    per epoch (global: each of the world's processes takes its share of the images)."""
+    from detector.datasets.augment import from_config
+    from detector.datasets.torchdata import DetectionDataModule, DetectionDataset
+    from detector.train.models import BACKGROUND_OFFSET
+
     off = BACKGROUND_OFFSET[cfg.arch]
-    tf = from_config(cfg.augment, photometric=cfg.photometric)
     cache = cfg.num_workers == 0  # workers would each hold their own copy
+    tf = from_config(cfg.augment, photometric=cfg.photometric)
     data = DetectionDataModule(DetectionDataset(train_labels, spec, transform=tf, label_offset=off,
                                                 crop=cfg.crop, cache=cache),
                                DetectionDataset(val_labels, spec, label_offset=off, cache=cache),
                                batch_size=cfg.batch_size, num_workers=cfg.num_workers, balance=cfg.balance)
-    # each of the world's processes takes its share of the images: the schedule counts global steps
     steps_per_epoch = max(1, len(train_labels.images) // (cfg.batch_size * world_size(cfg)))
+    return data, steps_per_epoch
+
+
+def build_module(cfg: TrainConfig, spec: ModelSpec, max_steps: int, out: Path, *, resume: bool):
+    """The LightningModule, with ``cfg.weights`` loaded (report in ``weights_report.json``;
+    not on resume: the checkpoint holds the weights) and ``cfg.freeze`` stages frozen."""
+    from detector.train.module import DetectionModule
+
     module = DetectionModule(spec.to_json(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                              optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
-                             max_steps=cfg.steps or steps_per_epoch * cfg.epochs, max_minutes=cfg.max_time)
+                             max_steps=max_steps, max_minutes=cfg.max_time)
     if cfg.weights and cfg.weights != "none" and not resume:
         from detector.train.weights import format_report, load_weights
 
@@ -342,21 +236,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         from detector.train.weights import freeze
 
         log.info("froze %d parameters", freeze(module.model, backbone_stages=cfg.freeze))
-    if not resume:
-        for stale in ("best.ckpt", "last.ckpt"):
-            (out / stale).unlink(missing_ok=True)
+    return module
+
+
+def build_callbacks(cfg: TrainConfig, out: Path, max_steps: int, steps_per_epoch: int, *, resume: bool) -> list:
+    """``[best, last, budget, ...]``: best.ckpt (by val mAP@0.5), last.ckpt (every epoch, for
+    --resume), the step budget, then early stopping and timed checkpoints when asked for."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from detector.train.callbacks import StepBudget
+
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/mAP50", mode="max",
                            save_top_k=1, auto_insert_metric_name=False)
     # monitor=None + top_k=1: overwritten at the end of every training epoch (for --resume)
     last = ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
-    from detector.train.callbacks import StepBudget, hardware
-
-    max_steps = cfg.steps or steps_per_epoch * cfg.epochs
-    fine_tune = bool(cfg.weights and cfg.weights not in ("none", "imagenet")) or resume
+    start = "fine-tune" if bool(cfg.weights and cfg.weights not in ("none", "imagenet")) or resume else "from-scratch"
     budget = StepBudget(max_minutes=cfg.max_time, max_steps=max_steps, steps_per_epoch=steps_per_epoch,
-                        min_steps=MIN_STEPS["fine-tune" if fine_tune else "from-scratch"],
-                        start="fine-tune" if fine_tune else "from-scratch")
+                        min_steps=MIN_STEPS[start], start=start)
     callbacks: list = [best, last, budget]
     if cfg.patience:
         from lightning.pytorch.callbacks import EarlyStopping
@@ -366,9 +263,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         from detector.train.callbacks import TimedCheckpoints
 
         callbacks.append(TimedCheckpoints(out, cfg.save_at_minutes))
+    return callbacks
+
+
+def build_trainer(cfg: TrainConfig, out: Path, callbacks: list, steps_per_epoch: int):
+    """The Lightning trainer: limits (epochs, steps, minutes), devices, precision, loggers."""
+    import lightning as L
+
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    trainer = L.Trainer(
+    return L.Trainer(
         default_root_dir=out, max_epochs=cfg.epochs, max_steps=cfg.steps or -1,
         max_time={"minutes": cfg.max_time} if cfg.max_time else None,
         accelerator=cfg.accelerator, devices=cfg.devices,
@@ -377,33 +281,28 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         check_val_every_n_epoch=cfg.val_every, log_every_n_steps=max(1, min(10, steps_per_epoch)),
         enable_progress_bar=os.isatty(1), enable_model_summary=False, deterministic=False,
     )
-    t0 = time.monotonic()
-    earlier = _read_csv(out / "logs" / "metrics.csv") if resume else []
-    trainer.fit(module, datamodule=data, ckpt_path=str(out / "last.ckpt") if resume else None)
-    if module.validated_step != trainer.global_step and trainer.global_step > 0:
-        # a run stopped by its time or step limit between validations: its last (most annealed)
-        # weights were never compared with best.ckpt
-        score = trainer.validate(module, datamodule=data, verbose=False)[0].get("val/mAP50")
-        prev = best.best_model_score
-        log.info("final validation at step %d: mAP@0.5 %.4f (best so far %s)", trainer.global_step, score,
-                 "none" if prev is None else f"{float(prev):.4f}")
-        if score is not None and (prev is None or score > float(prev)):
-            trainer.save_checkpoint(out / "best.ckpt")
-            best.best_model_path, best.best_model_score = str(out / "best.ckpt"), torch.tensor(score)
-    seconds = time.monotonic() - t0
-    if trainer.global_rank != 0:  # what follows writes the run's files: once, by rank zero
-        return out / "best.ckpt"
-    if earlier:  # Lightning's CSV logger starts the file afresh on resume: keep the earlier rows
-        _merge_csv(out / "logs" / "metrics.csv", earlier)
-    precision = resolve_precision(cfg.precision, cfg.accelerator)
-    (out / "budget.json").write_text(json.dumps({**budget.record, "steps_done": trainer.global_step,
-                                                 "train_seconds": module.train_seconds(), "precision": precision,
-                                                 "hardware": hardware()}, indent=2))
-    log.info("trained %d epochs in %.1f min", trainer.current_epoch, seconds / 60)
-    path = Path(best.best_model_path) if best.best_model_path else out / "last.ckpt"
-    if path.exists() and path.resolve() != (out / "best.ckpt").resolve():
-        shutil.copyfile(path, out / "best.ckpt")
-        path = out / "best.ckpt"
+
+
+def validate_last(trainer, module, data, best, out: Path) -> None:
+    """A run stopped by its time or step limit between validations: its last (most annealed)
+    weights were never compared with best.ckpt; validate them and keep them if better."""
+    import torch
+
+    if module.validated_step == trainer.global_step or trainer.global_step == 0:
+        return
+    score = trainer.validate(module, datamodule=data, verbose=False)[0].get("val/mAP50")
+    prev = best.best_model_score
+    log.info("final validation at step %d: mAP@0.5 %.4f (best so far %s)", trainer.global_step, score,
+             "none" if prev is None else f"{float(prev):.4f}")
+    if score is not None and (prev is None or score > float(prev)):
+        trainer.save_checkpoint(out / "best.ckpt")
+        best.best_model_path, best.best_model_score = str(out / "best.ckpt"), torch.tensor(score)
+
+
+def calibrate(cfg: TrainConfig, path: Path, out: Path, seconds: float) -> None:
+    """The run report (``cfg.report``) and the operating points written into ``path``'s spec:
+    the pooled best-F1 score threshold on validation and one per class (each class's own best
+    F1; the pooled one where a class has no validation objects or is never found)."""
     thr = f1 = None
     per_class: dict = {}  # per class of the validation metrics: its own best F1 ("best_f1")
     if cfg.report:
@@ -421,22 +320,73 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         per_class = metrics["per_class"]
     # NaN when nothing was found on validation: keep the default threshold then
     usable = thr is not None and f1 is not None and math.isfinite(thr) and math.isfinite(f1)
-    if cfg.calibrate_threshold and usable and f1 > 0 and 0 < thr <= 1:
-        from detector.train.checkpoint import set_score_threshold
+    if not (cfg.calibrate_threshold and usable and f1 > 0 and 0 < thr <= 1):
+        return
+    from detector.eval_run import calibrated_thresholds
+    from detector.train.checkpoint import set_class_thresholds, set_score_threshold
 
-        # The best-F1 score on the validation set becomes the default operating point;
-        # users lower it with --min-score for a high-recall first pass.
-        spec = set_score_threshold(path, thr)
-        log.info("operating score threshold set to %.3f (best F1 %.3f on validation)", thr, f1)
-        # And one per class (each class's own best F1 on validation; the one threshold where a
-        # class has no validation objects or is never found): one threshold for all classes
-        # keeps a class the model scores lower (bunkers) at low recall. The runner keeps a
-        # detection at its class's threshold; score_threshold stays the pooled one (reports,
-        # sweeps) and --min-score / --threshold still set one for every class.
-        from detector.eval_run import calibrated_thresholds
-        from detector.train.checkpoint import set_class_thresholds
+    # The best-F1 score on the validation set becomes the default operating point; users lower
+    # it with --min-score for a high-recall first pass. One threshold for all classes keeps a
+    # class the model scores lower (bunkers) at low recall, so the runner keeps a detection at
+    # its class's threshold; score_threshold stays the pooled one (reports, sweeps) and
+    # --min-score / --threshold still set one for every class.
+    spec = set_score_threshold(path, thr)
+    log.info("operating score threshold set to %.3f (best F1 %.3f on validation)", thr, f1)
+    cls = calibrated_thresholds(per_class, spec.classes, spec.score_threshold)
+    set_class_thresholds(path, cls)
+    log.info("per-class thresholds set: %s", ", ".join(f"{c} {t:.3f}" for c, t in zip(spec.classes, cls)))
 
-        cls = calibrated_thresholds(per_class, spec.classes, spec.score_threshold)
-        set_class_thresholds(path, cls)
-        log.info("per-class thresholds set: %s", ", ".join(f"{c} {t:.3f}" for c, t in zip(spec.classes, cls)))
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run training; returns the path of ``best.ckpt`` (best validation mAP@0.5).
+
+    With ``resume``, training continues from ``cfg.out/last.ckpt`` (saved at the end of every
+    epoch) with the optimizer, schedule and epoch counter restored. A new run into a folder
+    that holds an earlier run's checkpoints is refused unless ``overwrite`` (they would be
+    deleted before the new run had anything to replace them with).
+    """
+    import lightning as L
+    import torch
+
+    from detector.train.callbacks import hardware
+    from detector.train.models import available
+
+    if cfg.arch not in available():
+        raise ValueError(f"unknown architecture {cfg.arch!r}; available: {available()}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out = prepare_run(cfg, resume=resume, overwrite=overwrite)
+    train_labels, val_labels = load_labels(cfg)
+    spec = make_spec(cfg, train_labels)
+    (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+
+    data, steps_per_epoch = build_data(cfg, spec, train_labels, val_labels)
+    max_steps = cfg.steps or steps_per_epoch * cfg.epochs
+    module = build_module(cfg, spec, max_steps, out, resume=resume)
+    if not resume:  # the inputs all read: now the earlier run's checkpoints go
+        for stale in RUN_FILES:
+            (out / stale).unlink(missing_ok=True)
+    callbacks = build_callbacks(cfg, out, max_steps, steps_per_epoch, resume=resume)
+    best, budget = callbacks[0], callbacks[2]
+    trainer = build_trainer(cfg, out, callbacks, steps_per_epoch)
+
+    t0 = time.monotonic()
+    earlier = _read_csv(out / "logs" / "metrics.csv") if resume else []
+    trainer.fit(module, datamodule=data, ckpt_path=str(out / "last.ckpt") if resume else None)
+    validate_last(trainer, module, data, best, out)
+    seconds = time.monotonic() - t0
+    if trainer.global_rank != 0:  # what follows writes the run's files: once, by rank zero
+        return out / "best.ckpt"
+    if earlier:  # Lightning's CSV logger starts the file afresh on resume: keep the earlier rows
+        _merge_csv(out / "logs" / "metrics.csv", earlier)
+    (out / "budget.json").write_text(json.dumps({
+        **budget.record, "steps_done": trainer.global_step, "train_seconds": module.train_seconds(),
+        "precision": resolve_precision(cfg.precision, cfg.accelerator), "hardware": hardware()}, indent=2))
+    log.info("trained %d epochs in %.1f min", trainer.current_epoch, seconds / 60)
+    path = Path(best.best_model_path) if best.best_model_path else out / "last.ckpt"
+    if path.exists() and path.resolve() != (out / "best.ckpt").resolve():
+        shutil.copyfile(path, out / "best.ckpt")
+        path = out / "best.ckpt"
+    calibrate(cfg, path, out, seconds)
     return path
