@@ -19,6 +19,10 @@ CLASS_COLOURS = [(255, 60, 60), (255, 220, 0), (0, 200, 255), (80, 255, 80), (25
                  (160, 120, 255), (255, 255, 255)]
 
 
+# ground truth and detections where both are drawn in one colour each (report crops, val grid)
+GT_COLOUR, DET_COLOUR = (40, 220, 60), (255, 40, 200)
+
+
 def class_colour(index: int) -> tuple[int, int, int]:
     """The colour of class ``index`` (0-based, in the model's class order)."""
     return CLASS_COLOURS[int(index) % len(CLASS_COLOURS)]

@@ -4,7 +4,7 @@
 as relative PNG files in ``DIR``, so it opens offline), ``pr_curves.png``, ``confusion.png``,
 ``sweep.png``, crops under ``DIR/crops/`` and every false positive and miss as CSV
 (``false_positives.csv``, ``misses.csv``) with pixel and map coordinates. Figures are drawn
-with Pillow (a base dependency), no plotting library needed.
+by :mod:`detector.plots` (Pillow, a base dependency; no plotting library needed).
 
 Gallery rules, at the operating threshold and IoU 0.5: a *false positive* is a detection with
 ``score >= threshold`` that matches no ground truth of its class (a class confusion counts, and
@@ -24,12 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from rasterio.windows import Window
 
 from detector import raster
-from detector.display import class_colour, display_rgb
+from detector.display import DET_COLOUR, GT_COLOUR, display_rgb
 from detector.metrics import confusions, format_value, match_images, operating_rule
+from detector.plots import plot_confusion, plot_pr_curves, plot_sweep
 from detector.spec import above_threshold
 
 SECTIONS = [("summary", "Summary"), ("per-class", "Per-class metrics"),
@@ -37,148 +38,7 @@ SECTIONS = [("summary", "Summary"), ("per-class", "Per-class metrics"),
             ("sweep", "Threshold sweep"), ("false-positives", "False positives"),
             ("misses", "Misses"), ("method", "How these numbers are computed")]
 SCENE_SECTIONS = [("boundary", "Window boundaries")]
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-GT_COLOUR, DET_COLOUR = (40, 220, 60), (255, 40, 200)
 CROP_PX = 192
-
-
-# -- figures ---------------------------------------------------------------------------------
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: bitmap font, fixed size
-        return ImageFont.load_default()
-
-
-class _Plot:
-    """A unit-square line chart (x and y in [0, 1]) drawn with Pillow."""
-
-    def __init__(self, title: str, xlabel: str, ylabel: str, size=(900, 460), legend_w: int = 260) -> None:
-        self.img = Image.new("RGB", size, "white")
-        self.d = ImageDraw.Draw(self.img)
-        # the legend sits right of the axes, never over a curve
-        self.l, self.t, self.r, self.b = 64, 40, size[0] - legend_w - 20, size[1] - 56
-        self.legend: list[tuple[str, tuple, bool]] = []
-        f, fs = _font(16), _font(13)
-        self.d.text(((self.l + self.r) / 2, 10), title, fill="black", font=f, anchor="mt")
-        for i in range(6):
-            v = i / 5
-            x, y = self.px(v, 0)[0], self.px(0, v)[1]
-            self.d.line([(x, self.t), (x, self.b)], fill=(225, 225, 225))
-            self.d.line([(self.l, y), (self.r, y)], fill=(225, 225, 225))
-            self.d.text((x, self.b + 6), f"{v:.1f}", fill="black", font=fs, anchor="mt")
-            self.d.text((self.l - 6, y), f"{v:.1f}", fill="black", font=fs, anchor="rm")
-        self.d.rectangle([self.l, self.t, self.r, self.b], outline="black")
-        self.d.text(((self.l + self.r) / 2, size[1] - 8), xlabel, fill="black", font=fs, anchor="mb")
-        label = Image.new("RGB", (200, 18), "white")
-        ImageDraw.Draw(label).text((100, 9), ylabel, fill="black", font=fs, anchor="mm")
-        label = label.rotate(90, expand=True)
-        self.img.paste(label, (4, (self.t + self.b) // 2 - 100))
-
-    def px(self, x: float, y: float) -> tuple[float, float]:
-        return (self.l + x * (self.r - self.l), self.b - y * (self.b - self.t))
-
-    def line(self, xs, ys, colour, label: str | None = None, width: int = 2, dashed: bool = False) -> None:
-        pts = [self.px(x, y) for x, y in zip(xs, ys) if x == x and y == y]  # skip NaN
-        if dashed:
-            for a, b in zip(pts[::2], pts[1::2]):
-                self.d.line([a, b], fill=colour, width=width)
-        elif len(pts) > 1:
-            self.d.line(pts, fill=colour, width=width, joint="curve")
-        if label:
-            self.legend.append((label, colour, dashed))
-
-    def vline(self, x: float, colour, label: str | None = None) -> None:
-        y = np.linspace(0, 1, 41)
-        self.line(np.full_like(y, x), y, colour, label, width=2, dashed=True)
-
-    def draw_legend(self, row: int = 20, dash: tuple[int, int] = (4, 4)) -> None:
-        """The legend right of the axes, one ``row``-px line per entry (``dash``: on, off px for
-        dashed entries); entries past the image's bottom become "... and N more"."""
-        fs = _font(13)
-        x0, y0 = self.r + 20, self.t + 4
-        fits = max(1, int(self.img.height - 10 - y0) // row)
-        items = self.legend
-        if len(items) > fits:  # many classes: the rest are still drawn, only unnamed
-            items = items[:fits - 1]
-            self.d.text((x0, y0 + row * len(items) + 8), f"... and {len(self.legend) - len(items)} more",
-                        fill=(90, 90, 90), font=fs, anchor="lm")
-        on, off = dash
-        for i, (text, colour, dashed) in enumerate(items):
-            y = y0 + row * i + 8
-            if dashed:
-                for k in range(0, 28, on + off):
-                    self.d.line([(x0 + k, y), (x0 + k + on, y)], fill=colour, width=3)
-            else:
-                self.d.line([(x0, y), (x0 + 28, y)], fill=colour, width=3)
-            self.d.text((x0 + 36, y), text, fill="black", font=fs, anchor="lm")
-
-    def save(self, path: Path) -> Path:
-        self.draw_legend()
-        self.img.save(path)
-        return path
-
-
-def plot_pr_curves(m: dict, path: Path) -> Path:
-    p = _Plot("Precision-recall at IoU 0.5 (COCO 101-point interpolation)", "recall", "precision")
-    rec = m["pr_curves"]["recall_points"]
-    for k, (name, prec) in enumerate(m["pr_curves"]["precision"].items()):
-        if prec:
-            ap = m["per_class"][name]["AP50"]
-            p.line(rec, prec, class_colour(k), f"{name}  AP@0.5 {ap:.3f}")  # the map's class colour
-    return p.save(path)
-
-
-def plot_sweep(m: dict, path: Path) -> Path:
-    sw = m["sweep"]
-    p = _Plot("Threshold sweep (all classes pooled)", "score threshold", "value")
-    p.line(sw["thresholds"], sw["precision"], PALETTE[0], "precision")
-    p.line(sw["thresholds"], sw["recall"], PALETTE[1], "recall")
-    p.line(sw["thresholds"], sw["f1"], PALETTE[2], "F1")
-    p.vline(m["threshold"], (90, 90, 90), f"operating threshold {m['threshold']:.3f}")
-    b = sw["best"]["threshold"]
-    if b == b:
-        p.vline(b, PALETTE[3], f"best F1 {sw['best']['f1']:.3f} at {b:.3f}")
-    return p.save(path)
-
-
-def plot_confusion(m: dict, path: Path) -> Path:
-    labels = m["confusion"]["labels"]
-    cm = np.asarray(m["confusion"]["matrix"], np.float64)
-    n = len(labels)
-    cell, left, top = 92, 130, 90
-    img = Image.new("RGB", (left + cell * n + 30, top + cell * n + 40), "white")
-    d = ImageDraw.Draw(img)
-    f, fs = _font(16), _font(13)
-    d.text((img.width / 2, 10), f"Confusion matrix at score >= {m['threshold']:.3f}, IoU 0.5", fill="black",
-           font=f, anchor="mt")
-    d.text((left + cell * n / 2, 36), "prediction", fill="black", font=fs, anchor="mt")
-    rows = cm.sum(1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    frac[-1] = cm[-1] / max(cm[-1].sum(), 1)
-    for j, name in enumerate(labels):
-        d.text((left + cell * j + cell / 2, top - 8), name, fill="black", font=fs, anchor="mb")
-    for i, name in enumerate(labels):
-        d.text((left - 8, top + cell * i + cell / 2), name, fill="black", font=fs, anchor="rm")
-        for j in range(n):
-            x, y = left + cell * j, top + cell * i
-            if i == n - 1 and j == n - 1:
-                d.rectangle([x, y, x + cell, y + cell], fill=(240, 240, 240), outline=(180, 180, 180))
-                d.text((x + cell / 2, y + cell / 2), "-", fill="grey", font=f, anchor="mm")
-                continue
-            v = frac[i, j]
-            good = i == j
-            base = np.array((44, 160, 44) if good else (214, 39, 40), float)
-            colour = tuple(int(c) for c in 255 - (255 - base) * min(v, 1.0) * 0.85)
-            d.rectangle([x, y, x + cell, y + cell], fill=colour, outline=(180, 180, 180))
-            d.text((x + cell / 2, y + cell / 2), f"{int(cm[i, j])}", fill="black", font=f, anchor="mm")
-    label = Image.new("RGB", (cell * n, 18), "white")
-    ImageDraw.Draw(label).text((cell * n / 2, 9), "truth", fill="black", font=fs, anchor="mm")
-    img.paste(label.rotate(90, expand=True), (8, top))
-    img.save(path)
-    return path
 
 
 # -- galleries -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from detector import raster
 from detector.datasets.coco import read_coco
 from detector.datasets.labels import LabelSet
 from detector.spec import ModelSpec
-from detector.train.config import TrainConfig, check_types, config_from_file  # noqa: F401 - the names callers import here
+from detector.train.config import TrainConfig, config_from_file  # noqa: F401 - config_from_file: callers import it here
 
 log = logging.getLogger("revet.train")
 

@@ -10,7 +10,7 @@ validation COCO file) and the best checkpoint, scores the validation set through
 - ``curves.png``: training losses, validation mAP (and per-class AP@0.5) and the learning rate
   against the global step, epoch ends marked;
 - ``pr_curves.png``, ``confusion.png``, ``sweep.png``: the evaluation report's figures
-  (:mod:`detector.report`) for the validation set;
+  (:mod:`detector.plots`) for the validation set;
 - ``val_grid.png``: up to ``grid_tiles`` validation tiles with true boxes (green, dashed) and
   predictions at or above the operating threshold (magenta, solid, tagged ``class score``);
 - ``metrics.json``: mAP@0.5, mAP@0.5:0.95, per-class AP, precision/recall/F1 at the operating
@@ -38,8 +38,8 @@ from detector.eval_run import write_json
 from detector.spec import above_threshold
 from detector.tile_eval import evaluate_tiles
 from detector.display import display_rgb
-from detector.report import (DET_COLOUR, GT_COLOUR, PALETTE, _font, _Plot, plot_confusion,
-                             plot_pr_curves, plot_sweep)
+from detector.display import DET_COLOUR, GT_COLOUR
+from detector.plots import font, plot_confusion, plot_pr_curves, plot_sweep, plot_training_curves
 
 log = logging.getLogger("revet.train")
 
@@ -127,204 +127,6 @@ def training_summary(series: dict, run_dir: Path, train_seconds: float | None = 
 
 # -- curves.png ------------------------------------------------------------------------------
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if not hi > lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _nice_max(v: float) -> float:
-    """The first 'nice' tick at or above ``v`` (> 0), for the top of an axis."""
-    if not v > 0:
-        return 1.0
-    ticks = _nice_ticks(0.0, v)
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else v
-    return ticks[-1] if ticks[-1] >= v - 1e-12 else ticks[-1] + step
-
-
-def _tick_text(v: float, step: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e5 or step < 1e-4:
-        return f"{v:.1e}"
-    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
-    return f"{v:.{decimals}f}"
-
-
-class _Axes(_Plot):
-    """:class:`detector.report._Plot` with data ranges: ``x`` in ``xlim``, ``y`` in ``ylim``.
-
-    Lines (``line``) and their legend come from ``_Plot``; this adds range ticks, proper dashes
-    for sparse series, point markers and a note in place of missing data."""
-
-    def __init__(self, title: str, xlabel: str, ylabel: str, xlim, ylim, size=(1000, 330),
-                 legend_w: int = 250, xticks=None) -> None:
-        self.img = Image.new("RGB", size, "white")
-        self.d = ImageDraw.Draw(self.img)
-        self.l, self.t, self.r, self.b = 74, 36, size[0] - legend_w - 20, size[1] - 50
-        self.legend = []
-        self.xlim, self.ylim = (float(xlim[0]), float(xlim[1])), (float(ylim[0]), float(ylim[1]))
-        f, fs = _font(16), _font(13)
-        self.d.text(((self.l + self.r) / 2, 8), title, fill="black", font=f, anchor="mt")
-        xt = xticks if xticks is not None else _nice_ticks(*self.xlim)
-        yt = _nice_ticks(*self.ylim)
-        for v in xt:
-            if self.xlim[0] - 1e-9 <= v <= self.xlim[1] + 1e-9:
-                x = self.px(v, self.ylim[0])[0]
-                self.d.line([(x, self.t), (x, self.b)], fill=(225, 225, 225))
-                self.d.text((x, self.b + 6), _tick_text(v, xt[1] - xt[0] if len(xt) > 1 else 1), fill="black",
-                            font=fs, anchor="mt")
-        for v in yt:
-            if self.ylim[0] - 1e-9 <= v <= self.ylim[1] + 1e-9:
-                y = self.px(self.xlim[0], v)[1]
-                self.d.line([(self.l, y), (self.r, y)], fill=(225, 225, 225))
-                self.d.text((self.l - 6, y), _tick_text(v, yt[1] - yt[0] if len(yt) > 1 else 1), fill="black",
-                            font=fs, anchor="rm")
-        self.d.rectangle([self.l, self.t, self.r, self.b], outline="black")
-        self.d.text(((self.l + self.r) / 2, size[1] - 6), xlabel, fill="black", font=fs, anchor="mb")
-        h = self.b - self.t
-        label = Image.new("RGB", (h, 18), "white")
-        ImageDraw.Draw(label).text((h / 2, 9), ylabel, fill="black", font=fs, anchor="mm")
-        self.img.paste(label.rotate(90, expand=True), (4, self.t))
-
-    def px(self, x: float, y: float) -> tuple[float, float]:
-        (x0, x1), (y0, y1) = self.xlim, self.ylim
-        fx = (x - x0) / (x1 - x0) if x1 > x0 else 0.5
-        fy = (y - y0) / (y1 - y0) if y1 > y0 else 0.5
-        fy = min(max(fy, -0.02), 1.02)  # an outlier stays at the frame, not over the labels
-        return (self.l + fx * (self.r - self.l), self.b - fy * (self.b - self.t))
-
-    def series(self, pts, colour, label: str, *, width: int = 2, dashed: bool = False) -> None:
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        if dashed:
-            self._dashes([self.px(x, y) for x, y in zip(xs, ys)], colour, width)
-            self.legend.append((label, colour, True))
-        else:
-            self.line(xs, ys, colour, label, width=width)
-        if len(pts) <= 40:  # markers show where the sparse points really are
-            for x, y in zip(xs, ys):
-                cx, cy = self.px(x, y)
-                self.d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
-
-    def _dashes(self, pts, colour, width: int, on: float = 7.0, off: float = 5.0) -> None:
-        pos = 0.0
-        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
-            seg = math.hypot(bx - ax, by - ay)
-            s = 0.0
-            while s < seg:
-                phase = pos % (on + off)
-                run = (on - phase) if phase < on else (on + off - phase)
-                e = min(seg, s + run)
-                if phase < on:
-                    self.d.line([(ax + (bx - ax) * s / seg, ay + (by - ay) * s / seg),
-                                 (ax + (bx - ax) * e / seg, ay + (by - ay) * e / seg)], fill=colour, width=width)
-                pos += e - s
-                s = e
-
-    def epoch_marks(self, ends: list[float]) -> None:
-        fs = _font(11)
-        for k, x in enumerate(ends):
-            if self.xlim[0] <= x <= self.xlim[1]:
-                px = self.px(x, self.ylim[0])[0]
-                for y in range(int(self.t), int(self.b), 6):
-                    self.d.line([(px, y), (px, y + 2)], fill=(170, 170, 170))
-                if len(ends) <= 20 or (k + 1) % math.ceil(len(ends) / 20) == 0:
-                    self.d.text((px - 2, self.t + 3), f"ep {k + 1}", fill=(120, 120, 120), font=fs, anchor="rt")
-
-    def note(self, text: str) -> None:
-        self.d.text(((self.l + self.r) / 2, (self.t + self.b) / 2), text, fill=(120, 120, 120),
-                    font=_font(15), anchor="mm")
-
-    def render(self) -> Image.Image:
-        self.draw_legend(row=19, dash=(5, 4))
-        return self.img
-
-
-def plot_training_curves(series: dict, path: str | os.PathLike, *, title: str = "") -> tuple[Path, list[str]]:
-    """``curves.png`` from :func:`read_metrics_csv` output: three stacked panels sharing the step
-    axis (training losses; validation mAP@0.5, mAP@0.5:0.95 and per-class AP@0.5; learning
-    rate). A panel whose columns are missing says so. Returns (path, notes on what was missing)."""
-    path = Path(path)
-    notes: list[str] = []
-    losses = sorted((k for k in series if k.startswith("train/") and k != "train/time"),
-                    key=lambda k: (k != "train/loss", k))
-    losses += sorted(k for k in series if k.startswith("val/") and "loss" in k)
-    vals = [k for k in ("val/mAP50", "val/mAP50_95") if k in series]
-    per_class = sorted(k for k in series if k.startswith("val/AP50_"))
-    lrs = sorted(k for k in series if k == "lr" or k.startswith("lr-") or k.startswith("lr/"))
-    plotted = losses + vals + per_class + lrs
-    xs = [x for k in plotted for x, _ in series[k]]
-    if not xs:
-        raise ValueError("metrics.csv has no loss, validation or learning-rate values to plot")
-    xkey = "step" if "step" in series else "epoch" if "epoch" in series else "row"
-    xlabel = xkey + (" (dotted: end of each epoch)" if "epoch" in series and xkey == "step" else "")
-    xlim = (0.0, max(max(xs), 1.0))
-    ends = []
-    if "epoch" in series and "step" in series:
-        # The last step logged in each epoch (validation rows carry the epoch's last step).
-        last: dict[int, float] = {}
-        for (x, e) in series["epoch"]:
-            last[int(e)] = max(last.get(int(e), -1.0), x)
-        ends = [last[e] for e in sorted(last)]
-    xticks = _nice_ticks(*xlim, n=8)
-
-    panels = []
-    values = np.array([y for k in losses for _, y in series[k]] or [1.0])
-    top, clipped = float(values.max()), ""
-    p95 = float(np.percentile(values, 95))
-    if p95 > 0 and top > 2 * p95:  # an early spike would flatten the rest of the curve
-        top, clipped = 1.25 * p95, " (y axis clipped: early values off the top)"
-    ax = _Axes("Training loss" + (f" \u00b7 {title}" if title else "") + clipped, xlabel, "loss",
-               xlim, (min(0.0, float(values.min())), _nice_max(top)), xticks=xticks)
-    for i, k in enumerate(losses):
-        pts = series[k]
-        colour = (30, 30, 30) if k == "train/loss" else PALETTE[i % len(PALETTE)]
-        ax.series(pts, colour, f"{k} (last {pts[-1][1]:.3g})", width=3 if k == "train/loss" else 2)
-    if not losses:
-        ax.note("no training loss logged")
-        notes.append("no train/* loss columns in metrics.csv")
-    ax.epoch_marks(ends)
-    panels.append(ax.render())
-
-    ax = _Axes("Validation", xlabel, "mAP / AP", xlim, (0.0, 1.0), xticks=xticks)
-    for i, k in enumerate(vals):
-        pts = series[k]
-        ax.series(pts, [(30, 30, 30), (110, 110, 110)][i], f"{k[4:]} (last {pts[-1][1]:.3f})", width=3)
-    for i, k in enumerate(per_class):
-        pts = series[k]
-        ax.series(pts, PALETTE[i % len(PALETTE)], f"AP@0.5 {k[len('val/AP50_'):]} ({pts[-1][1]:.3f})",
-                  dashed=True)
-    if not vals and not per_class:
-        ax.note("no validation logged yet")
-        notes.append("no val/mAP50 or val/AP50_* columns in metrics.csv")
-    ax.epoch_marks(ends)
-    panels.append(ax.render())
-
-    lr_top = max((y for k in lrs for _, y in series[k]), default=1.0)
-    ax = _Axes("Learning rate", xlabel, "lr", xlim, (0.0, _nice_max(lr_top)),
-               size=(1000, 230), xticks=xticks)
-    for i, k in enumerate(lrs):
-        ax.series(series[k], PALETTE[i % len(PALETTE)], k)
-    if not lrs:
-        ax.note("no learning rate logged")
-        notes.append("no lr column in metrics.csv")
-    ax.epoch_marks(ends)
-    panels.append(ax.render())
-
-    img = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
-    y = 0
-    for p in panels:
-        img.paste(p, (0, y))
-        y += p.height
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path, notes
-
-
 # -- val_grid.png ----------------------------------------------------------------------------
 
 def _dashed_rect(d: ImageDraw.ImageDraw, box, colour, width: int = 2, on: int = 6, off: int = 4) -> None:
@@ -360,7 +162,7 @@ def draw_val_grid(run, path: str | os.PathLike, *, n: int = 8, cols: int = GRID_
     W, H = grid_size(len(idx), cols)
     img = Image.new("RGB", (W, H), (245, 245, 245))
     d = ImageDraw.Draw(img)
-    f, fs, ft = _font(16), _font(13), _font(12)
+    f, fs, ft = font(16), font(13), font(12)
     thr = run.threshold
     d.text((GRID_GAP, 8), f"Validation tiles: predictions at score >= {thr:.2f} and ground truth", fill="black",
            font=f)

@@ -10,8 +10,8 @@ from PIL import Image
 
 pytest.importorskip("torch")
 
-from detector.train.run_report import (draw_val_grid, grid_size, plot_training_curves,  # noqa: E402
-                                       read_metrics_csv, write_run_report)
+from detector.plots import plot_training_curves  # noqa: E402
+from detector.train.run_report import draw_val_grid, grid_size, read_metrics_csv, write_run_report  # noqa: E402
 
 FIGURES = ("curves.png", "pr_curves.png", "confusion.png", "sweep.png", "val_grid.png")
 
@@ -93,7 +93,7 @@ def test_val_grid_draws_n_tiles_and_both_box_styles(run_dir, synth_small, tmp_pa
     from detector.labels.coco import read_coco
     from detector.evaluate import EvalRun, Source
     from detector.metrics import ImageEval
-    from detector.report import DET_COLOUR, GT_COLOUR
+    from detector.display import DET_COLOUR, GT_COLOUR
     from detector.spec import ModelSpec
 
     spec = ModelSpec.from_json((run_dir / "spec.json").read_text())
