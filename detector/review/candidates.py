@@ -23,7 +23,7 @@ import numpy as np
 from rasterio.warp import transform as warp_transform
 
 from detector.labels.vector import wkb_vertices
-from detector.outputs import detection_id, unique_ids
+from detector.outputs import detection_id, scene_model, unique_ids
 
 
 @dataclass
@@ -138,7 +138,8 @@ def read_candidates(path: str | os.PathLike, scene_crs, scene_transform, scene_n
         own = p.get("det_id") or p.get("detection_id") or p.get("id")
         ids.append(str(own) if own else detection_id(scene_name, classes[-1], boxes[i]))
     ids = unique_ids(ids)  # duplicate boxes of one class: keep ids unique, still stable
-    model = next((str(p["model"]) for p in props if p.get("model")), path.name)
+    model = (scene_model(path, scene_name) or next((str(p["model"]) for p in props if p.get("model")), None)
+             or path.name)
     order = np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable")
     return Candidates([ids[i] for i in order], [classes[i] for i in order], scores[order],
                       boxes[order], model)
