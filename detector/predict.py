@@ -426,6 +426,119 @@ def _error_type(e: BaseException) -> str:
 
 
 # ------------------------------------------------------------------ the job
+def output_mode(out: Path, formats, *, resume: bool, shard) -> tuple[bool, list[str]]:
+    """(single, formats): ``out`` named like one output file (``x.geojson``) and not a folder
+    is single-file mode (one format, no resume, no shards); else folder mode with ``formats``.
+    Raises ValueError for the combinations single-file mode cannot do."""
+    single_fmt = format_for_path(out)
+    if single_fmt is None or out.is_dir():
+        return False, parse_formats(formats)
+    if formats is not None and parse_formats(formats) != [single_fmt]:
+        raise ValueError(f"{out}: a {single_fmt!r} file name, but formats {parse_formats(formats)} were asked "
+                         "for; give a folder as --out to write several formats")
+    if resume:
+        raise ValueError(f"{out}: --resume needs a folder as --out (one output per scene and a "
+                         "journal); a single output file is written only when the job ends")
+    if shard:
+        raise ValueError(f"{out}: --shard needs a folder as --out (each shard writes its own per-scene "
+                         "files and journal there)")
+    return True, [single_fmt]
+
+
+def load_job_detector(model, *, engine: str, device: str, threads, trt_cache) -> tuple[Detector, object, str]:
+    """(detector, the Ray driver's model file or None, the model file scored: a shipped
+    model's name resolves to its file, for the journal's model hash)."""
+    if engine == "ray":
+        from detector import engine_ray  # Ray is imported only when asked for
+
+        det, model_file = engine_ray.driver_detector(model)
+    else:
+        options = {"trt_cache": trt_cache} if trt_cache is not None else {}
+        det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads, **options)
+        model_file = None
+    name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))
+    return det, model_file, name
+
+
+@dataclass
+class Job:
+    """One ``predict_files`` job: where and what it writes, with which model."""
+
+    out: Path
+    single: bool
+    fmts: list[str]
+    quicklook: bool
+    det: Detector
+    names: dict[str, str]      # state file names (:func:`state_files`)
+    cat_ids: list[int]
+    qml: str                   # the QGIS style of every styled output
+    provenance: dict           # :func:`detector.outputs.provenance` of the job
+
+
+def open_journal(job: Job, record: dict, *, resume: bool) -> dict[str, dict]:
+    """Folder mode: write ``record`` as the job file (or, on resume, check that the earlier
+    job's model and settings match it) and return the journal of scenes already done."""
+    path = job.out / job.names["job"]
+    if resume and path.exists():
+        old = json.loads(path.read_text())
+        old.setdefault("skip", True)  # jobs written before the first pass existed scored as with it
+        diff = [k for k in ("model_sha256", "min_score", "overlap", "skip") if old.get(k) != record[k]]
+        if diff:
+            raise ValueError(f"{job.out}: cannot resume: {', '.join(diff)} differ from the earlier job "
+                             f"({ {k: old.get(k) for k in diff} } vs { {k: record[k] for k in diff} }); "
+                             "use a new --out folder or run without --resume")
+        return read_journal(job.out / job.names["journal"])
+    atomic_write_text(path, json.dumps(record, indent=2))
+    start_journal(job.out / job.names["journal"])
+    return {}
+
+
+def plan_scenes(job: Job, scenes: list[Scene], journal: dict[str, dict]) -> tuple[list[dict], list[Scene]]:
+    """(records of scenes the journal holds whole and current, scenes to score)."""
+    records, todo = [], []
+    for s in scenes:
+        entry = journal.get(scene_key(s.path))
+        why = None if job.single else stale_reason(entry, s, _scene_outputs(s, job.fmts, job.quicklook), job.out)
+        if not job.single and why is None:
+            records.append({**entry, "resumed": True})
+            continue
+        if entry is not None and why is not None:
+            log.info("re-scoring %s: %s", s.path, why)
+        todo.append(s)
+    if records:
+        log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), job.out)
+    return records, todo
+
+
+def write_scene(job: Job, s: Scene, r: Detections, seconds: float, results: list) -> dict:
+    """Write one scored scene's outputs (folder mode; single-file mode keeps ``r`` in
+    ``results`` for the final file) and return its record, journalled in folder mode.
+    Raises whatever the writing raises (the caller lists the scene as failed)."""
+    tw = time.monotonic()
+    r.extra["provenance"] = scene_provenance(job.provenance, s.path)
+    if job.single:
+        results.append((s, r))
+        if job.quicklook:
+            _quicklook(r, job.out.parent / (s.name + QUICKLOOK_SUFFIX), job.det)
+    else:
+        wanted = _scene_outputs(s, job.fmts, job.quicklook)
+        for f in job.fmts:
+            write_detections([r], job.out / wanted[f], f, image_ids=[s.image_id], category_ids=job.cat_ids)
+            if f in STYLED:
+                style_output(job.out / wanted[f], job.qml)
+        if job.quicklook:
+            _quicklook(r, job.out / wanted["quicklook"], job.det)
+    rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name, "image_id": s.image_id,
+           "detections": len(r), "windows": int(r.extra.get("windows", 0)), "width": r.width, "height": r.height,
+           "skipped": int(r.extra.get("skipped", 0)), "skip_fraction": float(r.extra.get("skip_fraction", 0.0))}
+    if not job.single:
+        # after styling (which changes a GeoPackage): the bytes a resume checks
+        rec.update(outputs=wanted, source_id=source_fingerprint(s.path), sha256=output_hashes(job.out, wanted))
+        rec["seconds"] = round(seconds + time.monotonic() - tw, 3)
+        _append_line(job.out / job.names["journal"], rec)
+    return rec
+
+
 def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os.PathLike],
                   out: str | os.PathLike, *, min_score: float | None = None, device: str = "auto",
                   batch_size: int = 8, overlap: int | None = None,
@@ -460,102 +573,59 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     from detector.backends import parse_device
 
     out = Path(out)
-    single_fmt = format_for_path(out)
-    single = single_fmt is not None and not out.is_dir()
     sh = parse_shard(shard)
     check_engine_options(engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
-    if single:
-        if formats is not None and parse_formats(formats) != [single_fmt]:
-            raise ValueError(f"{out}: a {single_fmt!r} file name, but formats {parse_formats(formats)} were asked "
-                             "for; give a folder as --out to write several formats")
-        if resume:
-            raise ValueError(f"{out}: --resume needs a folder as --out (one output per scene and a "
-                             "journal); a single output file is written only when the job ends")
-        if sh:
-            raise ValueError(f"{out}: --shard needs a folder as --out (each shard writes its own per-scene "
-                             "files and journal there)")
-        fmts = [single_fmt]
-    else:
-        fmts = parse_formats(formats)
-
+    single, fmts = output_mode(out, formats, resume=resume, shard=sh)
     t0 = time.monotonic()
     check_job_options(None, min_score=min_score, batch_size=batch_size, threads=threads,
                       max_megapixels=max_megapixels)
     parse_device(device)  # an unknown --device fails before the model is loaded
     check_writable(out, folder=not single)  # before any scene is scored, not at the final write
-    options = {"trt_cache": trt_cache} if trt_cache is not None else {}
-    if engine == "ray":
-        from detector import engine_ray  # Ray is imported only when asked for
-
-        det, model_file = engine_ray.driver_detector(model)
-    else:
-        det = model if isinstance(model, Detector) else Detector.load(model, device=device, threads=threads, **options)
-        model_file = None
-    # the file scored (a shipped model's name resolves to its file), for the journal's model hash
-    model_name = str(getattr(det.backend, "path", "<detector>" if isinstance(model, Detector) else model))
+    det, model_file, model_name = load_job_detector(model, engine=engine, device=device, threads=threads,
+                                                    trt_cache=trt_cache)
     providers = getattr(det.backend, "providers", None) if engine == "single" else None
     if providers:
         log.info("%s: ONNX Runtime providers in use: %s", model_name, ", ".join(providers))
     check_job_options(det.spec, overlap=overlap)
-    qml = detection_qml(det.spec.classes)  # QGIS style: a .qml sidecar, and inside GeoPackages
     job_scenes, cats = collect_scenes(inputs)
     scenes = shard_scenes(job_scenes, *sh) if sh else job_scenes
-    cat_ids = category_ids_for(det.spec.classes, cats)
     min_score = None if min_score is None else float(min_score)
     # what the job keeps, as recorded in its files: one score (--min-score, or a model with one
     # threshold), or one per class in the model's class order (the spec's class_thresholds)
     per_class = det.spec.thresholds(min_score)
     thr = float(per_class[0]) if (per_class == per_class[0]).all() else [float(t) for t in per_class]
     ov = det.spec.overlap if overlap is None else int(overlap)
-    names = state_files(sh)
     # recorded in every detection file: the model, its operating point per class (the
     # ``threshold`` property, whatever --min-score kept), the Revet version
-    prov = provenance(model if isinstance(model, (str, os.PathLike)) else model_name, model_name,
-                      det.spec.classes, det.spec.thresholds(), min_score)
+    job = Job(out=out, single=single, fmts=fmts, quicklook=quicklook, det=det, names=state_files(sh),
+              cat_ids=category_ids_for(det.spec.classes, cats),
+              qml=detection_qml(det.spec.classes),  # QGIS style: a .qml sidecar, and inside GeoPackages
+              provenance=provenance(model if isinstance(model, (str, os.PathLike)) else model_name, model_name,
+                                    det.spec.classes, det.spec.thresholds(), min_score))
 
     lock = contextlib.ExitStack()
     with lock:
-        ray_session = lock.enter_context(engine_ray.session(address)) if engine == "ray" else None
+        ray_session = None
+        if engine == "ray":
+            from detector import engine_ray
+
+            ray_session = lock.enter_context(engine_ray.session(address))
         journal: dict[str, dict] = {}
-        job: dict = {}
+        record: dict = {}
         if not single:
             out.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(folder_lock(out, names["lock"]))  # a second job into this folder waits for this one
+            lock.enter_context(folder_lock(out, job.names["lock"]))  # a second job into this folder waits
             remove_stale_temps(out)  # only files of this machine's processes that are gone (a killed run)
-            job = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
-                   if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov, "skip": bool(skip)}
+            record = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
+                      if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov, "skip": bool(skip)}
             if sh:
-                job["shard"] = f"{sh[0]}/{sh[1]}"
-            job_path = out / names["job"]
-            if resume and job_path.exists():
-                old = json.loads(job_path.read_text())
-                old.setdefault("skip", True)  # jobs written before the first pass existed scored as with it
-                diff = [k for k in ("model_sha256", "min_score", "overlap", "skip") if old.get(k) != job[k]]
-                if diff:
-                    raise ValueError(f"{out}: cannot resume: {', '.join(diff)} differ from the earlier job "
-                                     f"({ {k: old.get(k) for k in diff} } vs { {k: job[k] for k in diff} }); "
-                                     "use a new --out folder or run without --resume")
-                journal = read_journal(out / names["journal"])
-            else:
-                atomic_write_text(job_path, json.dumps(job, indent=2))
-                start_journal(out / names["journal"])
+                record["shard"] = f"{sh[0]}/{sh[1]}"
+            journal = open_journal(job, record, resume=resume)
 
         order = {scene_key(s.path): i for i, s in enumerate(scenes)}
         results: list[tuple[Scene, Detections]] = []
-        records: list[dict] = []
         failed: list[dict] = []
-        todo: list[Scene] = []
-        for s in scenes:
-            entry = journal.get(scene_key(s.path))
-            why = None if single else stale_reason(entry, s, _scene_outputs(s, fmts, quicklook), out)
-            if not single and why is None:
-                records.append({**entry, "resumed": True})
-            else:
-                if entry is not None and why is not None:
-                    log.info("re-scoring %s: %s", s.path, why)
-                todo.append(s)
-        if records:
-            log.info("resuming: %d of %d scenes already done in %s", len(records), len(scenes), out)
+        records, todo = plan_scenes(job, scenes, journal)
         prog = Progress(len(scenes), skipped=len(records), enabled=progress)
         tiles = pixels = 0
         stages = {"read": 0.0, "infer": 0.0, "merge": 0.0, "write": 0.0}  # seconds, summed over workers
@@ -574,34 +644,9 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             with contextlib.closing(scored):
                 for k, (s, r, err, seconds) in enumerate(scored, 1):
                     tw = time.monotonic()
-                    rec = None
                     if err is None:
-                        r.extra["provenance"] = scene_provenance(prov, s.path)
                         try:
-                            if single:
-                                results.append((s, r))
-                                if quicklook:
-                                    _quicklook(r, out.parent / (s.name + QUICKLOOK_SUFFIX), det)
-                            else:
-                                wanted = _scene_outputs(s, fmts, quicklook)
-                                for f in fmts:
-                                    write_detections([r], out / wanted[f], f, image_ids=[s.image_id],
-                                                     category_ids=cat_ids)
-                                    if f in STYLED:
-                                        style_output(out / wanted[f], qml)
-                                if quicklook:
-                                    _quicklook(r, out / wanted["quicklook"], det)
-                            rec = {"key": scene_key(s.path), "source": str(s.path), "name": s.name,
-                                   "image_id": s.image_id, "detections": len(r),
-                                   "windows": int(r.extra.get("windows", 0)), "width": r.width, "height": r.height,
-                                   "skipped": int(r.extra.get("skipped", 0)),
-                                   "skip_fraction": float(r.extra.get("skip_fraction", 0.0))}
-                            if not single:
-                                # after styling (which changes a GeoPackage): the bytes a resume checks
-                                rec.update(outputs=wanted, source_id=source_fingerprint(s.path),
-                                           sha256=output_hashes(out, wanted))
-                                rec["seconds"] = round(seconds + time.monotonic() - tw, 3)
-                                _append_line(out / names["journal"], rec)
+                            rec = write_scene(job, s, r, seconds, results)
                         except Exception as e:  # one bad scene (or a full disk) must not end a job of thousands
                             err = e
                     if err is not None:
@@ -620,50 +665,58 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                     prog.update(k, path_name(s.path), megapixels=pixels / 1e6, stages=stages)
         finally:
             now = time.monotonic()
-            score_s = now - t_score
             # throughput from the first window read: a Ray instance's start-up is reported apart
-            first = engine_stats.get("first_read", t_score)
-            read_s = max(now - first, 0.0)
+            read_s = max(now - engine_stats.get("first_read", t_score), 0.0)
             records.sort(key=lambda r: order.get(r.get("key"), len(order)))
-            summary = {
-                "model": model_name, "out": str(out), "mode": "file" if single else "folder", "formats": fmts,
-                "engine": engine, "shard": f"{sh[0]}/{sh[1]}" if sh else None,
-                "inputs": len(scenes), "scored": len(records) - sum(1 for r in records if r.get("resumed")),
-                "resumed": sum(1 for r in records if r.get("resumed")), "failed": failed,
-                "detections": sum(r["detections"] for r in records), "min_score": thr,
-                "category_ids": dict(zip(det.spec.classes, cat_ids)),
-                "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
-                "skipped": sum(r.get("skipped", 0) for r in records),
-                "skip_fraction": round(sum(r.get("skipped", 0) for r in records) / max(
-                    sum(r.get("windows", 0) for r in records), 1), 4),
-                "prescreen": det.prescreen.to_dict() if skip and det.prescreen is not None else None,
-                "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
-                "megapixels_per_s": round(pixels / 1e6 / read_s, 3) if read_s > 0 and pixels else None,
-                "scoring_seconds": round(read_s, 2),
-                "stages": {k: round(v, 2) for k, v in stages.items()},
-                "providers": providers if engine == "single" else engine_stats.get("providers"),
-                "seconds": round(time.monotonic() - t0, 2),
-                "complete": len(records) + len(failed) == len(scenes),
-                "scenes": [{k: v for k, v in r.items() if k != "key"} for r in records],
-            }
+            summary = job_summary(job, records, failed, scenes, engine=engine, shard=sh, thr=thr, model_name=model_name,
+                                  tiles=tiles, pixels=pixels, skip=skip, score_s=now - t_score, read_s=read_s,
+                                  stages=stages, providers=providers, engine_stats=engine_stats, t0=t0)
             if sh:
                 summary["job_inputs"] = len(job_scenes)
-            if engine == "ray":
-                summary["ray"] = engine_stats.get("ray")
             if not single:
-                atomic_write_text(out / names["summary"], json.dumps(summary, indent=2))
+                atomic_write_text(out / job.names["summary"], json.dumps(summary, indent=2))
 
         if single:
             ordered = sorted(results, key=lambda sr: order[scene_key(sr[0].path)])
             write_detections([r for _, r in ordered], out, fmts[0], image_ids=[s.image_id for s, _ in ordered],
-                             category_ids=cat_ids)
+                             category_ids=job.cat_ids)
             if fmts[0] in STYLED:
-                style_output(out, qml)
+                style_output(out, job.qml)
         elif sh:
-            summary["combined"] = _combine_shards(out, job_scenes, fmts, quicklook, sh, job)
+            summary["combined"] = _combine_shards(out, job_scenes, fmts, quicklook, sh, record)
         else:
             _write_combined(out, scenes, records, fmts)
         return summary
+
+
+def job_summary(job: Job, records: list[dict], failed: list[dict], scenes: list[Scene], *, engine: str, shard,
+                thr, model_name: str, tiles: int, pixels: int, skip: bool, score_s: float, read_s: float,
+                stages: dict, providers, engine_stats: dict, t0: float) -> dict:
+    """The job's ``summary.json``: counts, throughput (megapixels per second from the first
+    window read), per-stage seconds, the first pass's totals and one record per scene."""
+    resumed = sum(1 for r in records if r.get("resumed"))
+    skipped = sum(r.get("skipped", 0) for r in records)
+    summary = {
+        "model": model_name, "out": str(job.out), "mode": "file" if job.single else "folder", "formats": job.fmts,
+        "engine": engine, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "inputs": len(scenes), "scored": len(records) - resumed, "resumed": resumed, "failed": failed,
+        "detections": sum(r["detections"] for r in records), "min_score": thr,
+        "category_ids": dict(zip(job.det.spec.classes, job.cat_ids)),
+        "tiles": tiles, "megapixels": round(pixels / 1e6, 3),
+        "skipped": skipped, "skip_fraction": round(skipped / max(sum(r.get("windows", 0) for r in records), 1), 4),
+        "prescreen": job.det.prescreen.to_dict() if skip and job.det.prescreen is not None else None,
+        "tiles_per_s": round(tiles / score_s, 2) if score_s > 0 else None,
+        "megapixels_per_s": round(pixels / 1e6 / read_s, 3) if read_s > 0 and pixels else None,
+        "scoring_seconds": round(read_s, 2),
+        "stages": {k: round(v, 2) for k, v in stages.items()},
+        "providers": providers if engine == "single" else engine_stats.get("providers"),
+        "seconds": round(time.monotonic() - t0, 2),
+        "complete": len(records) + len(failed) == len(scenes),
+        "scenes": [{k: v for k, v in r.items() if k != "key"} for r in records],
+    }
+    if engine == "ray":
+        summary["ray"] = engine_stats.get("ray")
+    return summary
 
 
 def _combine_shards(out: Path, scenes: list[Scene], fmts: list[str], quicklook: bool, shard: tuple[int, int],
