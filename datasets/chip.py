@@ -147,6 +147,77 @@ def _unique_stems(rasters: list[Path]) -> list[str]:
     return stems
 
 
+def _check_chip_args(rasters: list[Path], tile_size: int, overlap: int, keep_empty: float,
+                     min_fraction: float) -> None:
+    if not rasters:
+        raise ValueError("no rasters given to chip")
+    if tile_size < 16:
+        raise ValueError(f"tile_size must be at least 16 pixels, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap must be in [0, tile_size={tile_size}), got {overlap}")
+    if not 0 <= keep_empty <= 1:
+        raise ValueError(f"keep_empty must be a fraction in [0, 1], got {keep_empty}")
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+
+
+def place_labels(vl, rasters: list[Path], tile_size: int, overlap: int,
+                 max_megapixels: float | None) -> tuple[list[tuple], np.ndarray]:
+    """The cheap first pass (headers only, no pixels): per raster ``(info, boxes, objects
+    inside)`` with ``boxes`` the labels in its pixels (unclipped: the ``min_fraction`` rule
+    measures the whole object), and which labels fall inside some raster. Raises before any
+    tile is written for a raster too large or labels that overlap none of the rasters (wrong
+    CRS or wrong images)."""
+    per_raster, seen = [], np.zeros(len(vl), bool)
+    for raster in rasters:
+        with open_raster(raster) as ds:
+            info = raster_info(ds)
+        n_tiles = len(tile_starts(info.width, tile_size, overlap)) * len(tile_starts(info.height, tile_size, overlap))
+        check_size(raster, info.width, info.height, max_megapixels, windows=n_tiles)
+        placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=raster)
+        seen |= placed.inside
+        per_raster.append((info, placed.boxes, int(placed.inside.sum())))
+    if len(vl) and not seen.any():
+        info = per_raster[0][0]
+        raise ValueError(overlap_error(vl, rasters[0] if len(rasters) == 1 else
+                                       [str(r) for r in rasters], info.crs, info.width, info.height))
+    return per_raster, seen
+
+
+def chip_raster(raster: Path, stem: str, info, pairs: dict, xs, ys, feat_labels: np.ndarray, out: Path,
+                tile_size: int, keep_empty: float, rng: np.random.Generator,
+                records: list[ImageRecord]) -> dict:
+    """Write the tiles of one raster: every tile holding labels (``pairs[(iy, ix)]`` = (label
+    indices, tile-pixel boxes)) and a ``keep_empty`` fraction of the others, none that is all
+    nodata; appends their records. Returns the counts ``tiles, empty_tiles,
+    nodata_tiles_skipped``."""
+    n_tiles = n_empty = n_nodata = 0
+    with open_raster(raster) as ds:
+        bands = list(range(1, ds.count + 1))
+        for iy, y in enumerate(ys.tolist()):
+            for ix, x in enumerate(xs.tolist()):
+                hit = pairs.get((iy, ix))
+                if hit is None and not rng.random() < keep_empty:
+                    continue
+                win = Window(x, y, min(tile_size, info.width), min(tile_size, info.height))
+                if sparse_empty(ds, win):  # blocks never written: no data, nothing to read
+                    n_nodata += 1
+                    continue
+                image, valid = read_window(ds, win, bands)
+                if not valid.any():
+                    n_nodata += 1
+                    continue
+                path = out / "tiles" / f"{stem}_{y:06d}_{x:06d}.tif"
+                _write_tile(ds, path, win, image, valid)
+                rec = ImageRecord(path, int(win.width), int(win.height), image_id=len(records) + 1)
+                if hit is not None:
+                    rec.boxes, rec.labels = hit[1], feat_labels[hit[0]]
+                records.append(rec)
+                n_tiles += 1
+                n_empty += hit is None
+    return {"tiles": n_tiles, "empty_tiles": n_empty, "nodata_tiles_skipped": n_nodata}
+
+
 def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile_size: int = 512,
          overlap: int = 64, keep_empty: float = 0.1, class_field: str = "class",
          classes: list[str] | None = None, min_fraction: float = 0.5, seed: int = 0,
@@ -160,39 +231,13 @@ def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile
     blocks a sparse GeoTIFF never wrote are skipped unread (counted as nodata tiles). Returns a summary dict: tiles written,
     empty tiles kept, nodata tiles skipped, objects per class, objects outside every raster.
     """
-    if isinstance(rasters, (str, os.PathLike)):
-        rasters = [rasters]
-    rasters = [Path(r) for r in rasters]
-    if not rasters:
-        raise ValueError("no rasters given to chip")
-    if tile_size < 16:
-        raise ValueError(f"tile_size must be at least 16 pixels, got {tile_size}")
-    if not 0 <= overlap < tile_size:
-        raise ValueError(f"overlap must be in [0, tile_size={tile_size}), got {overlap}")
-    if not 0 <= keep_empty <= 1:
-        raise ValueError(f"keep_empty must be a fraction in [0, 1], got {keep_empty}")
-    if not 0 < min_fraction <= 1:
-        raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+    rasters = [Path(r) for r in ([rasters] if isinstance(rasters, (str, os.PathLike)) else rasters)]
+    _check_chip_args(rasters, tile_size, overlap, keep_empty, min_fraction)
     out = Path(out_dir)
     (out / "tiles").mkdir(parents=True, exist_ok=True)
     vl = read_vector(labels, class_field=class_field, layer=layer)
     classes, feat_labels = class_index(vl, classes)
-    # First pass (cheap, no pixels): labels in each raster's pixels; fail before writing tiles
-    # when they overlap none of the rasters (wrong CRS or wrong images).
-    per_raster, seen = [], np.zeros(len(vl), bool)
-    for raster in rasters:
-        with open_raster(raster) as ds:
-            info = raster_info(ds)
-        n_tiles = len(tile_starts(info.width, tile_size, overlap)) * len(tile_starts(info.height, tile_size, overlap))
-        check_size(raster, info.width, info.height, max_megapixels, windows=n_tiles)
-        placed = boxes_on_raster(vl, info.crs, info.transform, info.width, info.height, raster=raster)
-        seen |= placed.inside
-        # tiles take the unclipped boxes: the min_fraction rule measures the whole object
-        per_raster.append((info, placed.boxes, int(placed.inside.sum())))
-    if len(vl) and not seen.any():
-        info = per_raster[0][0]
-        raise ValueError(overlap_error(vl, rasters[0] if len(rasters) == 1 else
-                                       [str(r) for r in rasters], info.crs, info.width, info.height))
+    per_raster, seen = place_labels(vl, rasters, tile_size, overlap, max_megapixels)
     rng = np.random.default_rng(seed)
     records: list[ImageRecord] = []
     summary = {"out_dir": str(out), "rasters": [], "tiles": 0, "empty_tiles": 0,
@@ -202,40 +247,14 @@ def chip(rasters, labels: str | os.PathLike, out_dir: str | os.PathLike, *, tile
             xs, ys, pairs, dropped = assign_boxes(boxes, info.width, info.height, tile_size,
                                                   overlap, min_fraction)
             summary["objects_dropped_at_edges"] += int(len(dropped))
-            n_tiles = n_empty = n_nodata = 0
-            with open_raster(raster) as ds:
-                bands = list(range(1, ds.count + 1))
-                for iy, y in enumerate(ys.tolist()):
-                    for ix, x in enumerate(xs.tolist()):
-                        hit = pairs.get((iy, ix))
-                        if hit is None and not rng.random() < keep_empty:
-                            continue
-                        win = Window(x, y, min(tile_size, info.width), min(tile_size, info.height))
-                        if sparse_empty(ds, win):  # blocks never written: no data, nothing to read
-                            n_nodata += 1
-                            continue
-                        image, valid = read_window(ds, win, bands)
-                        if not valid.any():
-                            n_nodata += 1
-                            continue
-                        path = out / "tiles" / f"{stem}_{y:06d}_{x:06d}.tif"
-                        _write_tile(ds, path, win, image, valid)
-                        rec = ImageRecord(path, int(win.width), int(win.height),
-                                          image_id=len(records) + 1)
-                        if hit is not None:
-                            rec.boxes, rec.labels = hit[1], feat_labels[hit[0]]
-                        records.append(rec)
-                        n_tiles += 1
-                        n_empty += hit is None
-            summary["rasters"].append({"path": str(raster), "width": info.width,
-                                       "height": info.height, "objects": n_inside,
-                                       "tiles": n_tiles, "empty_tiles": n_empty,
-                                       "nodata_tiles_skipped": n_nodata})
-            summary["tiles"] += n_tiles
-            summary["empty_tiles"] += n_empty
-            summary["nodata_tiles_skipped"] += n_nodata
-            log.info("%s: %d tiles (%d empty), %d nodata tiles skipped", raster, n_tiles, n_empty,
-                     n_nodata)
+            counts = chip_raster(raster, stem, info, pairs, xs, ys, feat_labels, out, tile_size, keep_empty,
+                                 rng, records)
+            summary["rasters"].append({"path": str(raster), "width": info.width, "height": info.height,
+                                       "objects": n_inside, **counts})
+            for k, v in counts.items():
+                summary[k] += v
+            log.info("%s: %d tiles (%d empty), %d nodata tiles skipped", raster, counts["tiles"],
+                     counts["empty_tiles"], counts["nodata_tiles_skipped"])
     ls = LabelSet(classes, records, Path(labels))
     summary["dataset"] = str(write_coco(ls, out / "dataset.json"))
     summary["classes"] = classes
