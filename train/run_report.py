@@ -258,6 +258,71 @@ def summarize_metrics(m: dict) -> dict:
             "per_class": per_class, "confusion": m["confusion"], "num_images": m["num_images"]}
 
 
+VALIDATION_FIGURES = ("pr_curves.png", "confusion.png", "sweep.png", "val_grid.png")
+
+
+class ReportParts:
+    """What a run report has produced (``files``: name -> path) and skipped (``skipped``: name
+    -> why), plus notes; :meth:`attempt` runs one part and never raises (the report must not
+    end a finished training run)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def attempt(self, names: list[str], part, *args):
+        """``part(*args)``, or None with every name in ``names`` skipped for its error."""
+        try:
+            return part(*args)
+        except Exception as e:  # noqa: BLE001 - whatever broke, the rest of the report goes on
+            reason = f"{type(e).__name__}: {e}" if not isinstance(e, (FileNotFoundError, ValueError)) else str(e)
+            for name in names:
+                self.skipped[name] = reason
+            log.warning("run report: skipped %s (%s)", ", ".join(names), reason)
+            return None
+
+
+def _curves(run_dir: Path, parts: ReportParts) -> dict:
+    """``curves.png`` from ``logs/metrics.csv``; returns the logged series."""
+    csv_path = run_dir / "logs" / "metrics.csv"
+    if not csv_path.exists():
+        raise FileNotFoundError(f"{csv_path}: no training log")
+    series = read_metrics_csv(csv_path)
+    p, missing = plot_training_curves(series, run_dir / "curves.png", title=run_dir.name)
+    parts.files["curves.png"] = str(p)
+    parts.notes.extend(missing)
+    return series
+
+
+def _validation_figures(run, run_dir: Path, grid_tiles: int, parts: ReportParts) -> None:
+    """The evaluation figures and ``val_grid.png`` of the validation run, each on its own."""
+    for name, draw in (("pr_curves.png", plot_pr_curves), ("confusion.png", plot_confusion),
+                       ("sweep.png", plot_sweep)):
+        path = parts.attempt([name], draw, run.metrics, run_dir / name)
+        if path is not None:
+            parts.files[name] = str(path)
+    shown = parts.attempt(["val_grid.png"], lambda: draw_val_grid(run, run_dir / "val_grid.png", n=grid_tiles))
+    if shown is not None:
+        parts.files["val_grid.png"] = str(run_dir / "val_grid.png")
+        parts.notes.append(f"val_grid.png shows {shown} of {len(run.images)} validation images")
+
+
+def _headline(evaluation: dict | None, training: dict) -> dict:
+    """The numbers ``write_run_report`` returns and puts first in ``metrics.json``."""
+    ev = evaluation or {}
+    op, best = ev.get("operating", {}), ev.get("best_f1", {})
+    return {
+        "mAP50": ev.get("mAP50"), "mAP50_95": ev.get("mAP50_95"), "threshold": ev.get("threshold"),
+        "precision": op.get("precision"), "recall": op.get("recall"), "f1": op.get("f1"),
+        "best_f1_threshold": best.get("threshold"), "best_f1": best.get("f1"),
+        "per_class": ev.get("per_class"),
+        "epochs": training.get("epochs"), "steps": (training["last_logged_step"] + 1
+                                                    if "last_logged_step" in training else None),
+        "time_s": training.get("time_s"),
+    }
+
+
 def write_run_report(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
                      val: str | os.PathLike | None = None, device: str = "cpu", threshold: float | None = None,
                      grid_tiles: int = 8, train_seconds: float | None = None) -> dict:
@@ -278,76 +343,29 @@ def write_run_report(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLik
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run folder does not exist")
-    files: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    notes: list[str] = []
-
-    def fail(names, e: BaseException) -> None:
-        reason = f"{type(e).__name__}: {e}" if not isinstance(e, (FileNotFoundError, ValueError)) else str(e)
-        for name in names:
-            skipped[name] = reason
-        log.warning("run report: skipped %s (%s)", ", ".join(names), reason)
-
-    series: dict = {}
-    csv_path = run_dir / "logs" / "metrics.csv"
-    try:
-        if not csv_path.exists():
-            raise FileNotFoundError(f"{csv_path}: no training log")
-        series = read_metrics_csv(csv_path)
-        p, missing = plot_training_curves(series, run_dir / "curves.png", title=run_dir.name)
-        files["curves.png"] = str(p)
-        notes += missing
-    except Exception as e:  # noqa: BLE001 - the report must not end a finished training run
-        fail(["curves.png"], e)
-    training = {}
+    parts = ReportParts()
+    series = parts.attempt(["curves.png"], _curves, run_dir, parts) or {}
     try:
         training = training_summary(series, run_dir, train_seconds)
     except Exception as e:  # noqa: BLE001
-        notes.append(f"training summary: {type(e).__name__}: {e}")
+        training = {}
+        parts.notes.append(f"training summary: {type(e).__name__}: {e}")
 
-    evaluation = None
-    run = None
-    ckpt = val_path = None
-    figures = ["pr_curves.png", "confusion.png", "sweep.png", "val_grid.png"]
-    try:
-        ckpt = _checkpoint_path(run_dir, checkpoint)
-        val_path = _val_path(run_dir, val)
-        run = evaluate_tiles(ckpt, val_path, threshold=threshold, device=device)
-        evaluation = summarize_metrics(run.metrics)
-    except Exception as e:  # noqa: BLE001
-        fail(figures + ["evaluation"], e)
+    needs_val = [*VALIDATION_FIGURES, "evaluation"]  # what a validation run makes
+    ckpt = parts.attempt(needs_val, _checkpoint_path, run_dir, checkpoint)
+    val_path = parts.attempt(needs_val, _val_path, run_dir, val) if ckpt else None
+    run = parts.attempt(needs_val, lambda: evaluate_tiles(ckpt, val_path, threshold=threshold,
+                                                          device=device)) if val_path else None
+    evaluation = parts.attempt(["evaluation"], summarize_metrics, run.metrics) if run is not None else None
     if run is not None:
-        for name, draw in (("pr_curves.png", plot_pr_curves), ("confusion.png", plot_confusion),
-                           ("sweep.png", plot_sweep)):
-            try:
-                files[name] = str(draw(run.metrics, run_dir / name))
-            except Exception as e:  # noqa: BLE001
-                fail([name], e)
-        try:
-            shown = draw_val_grid(run, run_dir / "val_grid.png", n=grid_tiles)
-            files["val_grid.png"] = str(run_dir / "val_grid.png")
-            notes.append(f"val_grid.png shows {shown} of {len(run.images)} validation images")
-        except Exception as e:  # noqa: BLE001
-            fail(["val_grid.png"], e)
+        _validation_figures(run, run_dir, grid_tiles, parts)
 
-    ev = evaluation or {}
-    op, best = ev.get("operating", {}), ev.get("best_f1", {})
-    result = {
-        "mAP50": ev.get("mAP50"), "mAP50_95": ev.get("mAP50_95"), "threshold": ev.get("threshold"),
-        "precision": op.get("precision"), "recall": op.get("recall"), "f1": op.get("f1"),
-        "best_f1_threshold": best.get("threshold"), "best_f1": best.get("f1"),
-        "per_class": ev.get("per_class"),
-        "epochs": training.get("epochs"), "steps": (training["last_logged_step"] + 1
-                                                    if "last_logged_step" in training else None),
-        "time_s": training.get("time_s"),
-    }
+    result = _headline(evaluation, training)
     doc = {"run_dir": str(run_dir), "checkpoint": str(ckpt) if ckpt else None,
            "val": str(val_path) if val_path else None, **result, "training": training,
-           "evaluation": evaluation, "files": dict(files), "skipped": dict(skipped), "notes": notes}
-    try:
-        write_json(run_dir / "metrics.json", doc)
-        files["metrics.json"] = str(run_dir / "metrics.json")
-    except Exception as e:  # noqa: BLE001
-        fail(["metrics.json"], e)
-    result.update(files=files, skipped=skipped, notes=notes, seconds=time.monotonic() - t0)
+           "evaluation": evaluation, "files": dict(parts.files), "skipped": dict(parts.skipped),
+           "notes": parts.notes}
+    if parts.attempt(["metrics.json"], write_json, run_dir / "metrics.json", doc) is not None:
+        parts.files["metrics.json"] = str(run_dir / "metrics.json")
+    result.update(files=parts.files, skipped=parts.skipped, notes=parts.notes, seconds=time.monotonic() - t0)
     return result
