@@ -212,19 +212,36 @@ def write_report(run, out_dir: str | os.PathLike, *, max_crops: int = 48) -> Pat
     fps, misses = gallery_items(run)
     _write_csv(out / "false_positives.csv", fps)
     _write_csv(out / "misses.csv", misses)
-    sc = m.get("scene")
-    op, best = m["operating"], m["sweep"]["best"]
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Revet evaluation: "
-             f"{_e(Path(str(m.get('model'))).name)}</title><style>{CSS}</style></head><body>",
-             f"<h1>Revet evaluation &middot; {_e(Path(str(m.get('model'))).name)}</h1>",
+    key = (f'<p class="key meta">boxes: <span style="border-color:rgb{DET_COLOUR}"></span>detection '
+           f'(score &ge; threshold) <span style="border-color:rgb{GT_COLOUR}"></span>ground truth; '
+           "the thick box is the item.</p>")
+    parts = [_header(run), _section("summary", _summary_cards(m)), _section("per-class", _per_class_table(m)),
+             *_figure_sections(m), *([_boundary_section(m["scene"])] if m.get("scene") else []),
+             _section("false-positives", key + _gallery(run, fps, out, "fp", max_crops)),
+             _section("misses", key + _gallery(run, misses, out, "miss", max_crops)),
+             _section("method", _method(run)), "</body></html>"]
+    path = out / "index.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _header(run) -> str:
+    """The page head, title, what was evaluated and the scene's warnings."""
+    m, sc = run.metrics, run.metrics.get("scene")
+    name = _e(Path(str(m.get("model"))).name)
+    html_ = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Revet evaluation: {name}</title>"
+             f"<style>{CSS}</style></head><body>\n<h1>Revet evaluation &middot; {name}</h1>\n"
              f"<p class=meta>model {_e(m.get('model'))}<br>{'scene' if sc else 'tiles'} {_e(m.get('data'))}"
              + (f"<br>labels {_e(sc['labels'])} (attribute {_e(sc['class_field'])!s})" if sc else "")
              + f"<br>classes {_e(', '.join(run.classes))}; tile {run.spec.tile_size} px, overlap "
                f"{run.spec.overlap} px; operating point {_e(operating_rule(m))}; written "
-               f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>"]
-    for w in (sc or {}).get("warnings", []):
-        parts.append(f"<p class=warn>{_e(w)}</p>")
+               f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>")
+    return html_ + "".join(f"\n<p class=warn>{_e(w)}</p>" for w in (sc or {}).get("warnings", []))
 
+
+def _summary_cards(m: dict) -> str:
+    """The headline numbers as cards (scene metrics too for a scene evaluation)."""
+    sc, op, best = m.get("scene"), m["operating"], m["sweep"]["best"]
     cards = [_card("mAP@0.5", _f(m["mAP50"])), _card("mAP@0.5:0.95", _f(m["mAP50_95"])),
              _card(f"precision at {m['threshold']:.2f}", _f(op["precision"])),
              _card(f"recall at {m['threshold']:.2f}", _f(op["recall"])),
@@ -239,8 +256,11 @@ def write_report(run, out_dir: str | os.PathLike, *, max_crops: int = 48) -> Pat
                   _card("recall, labels inside a window", _f(sc["boundary"]["inside"]["recall"]))]
     else:
         cards.append(_card("images", str(m["num_images"])))
-    parts.append(_section("summary", f"<div class=cards>{''.join(cards)}</div>"))
+    return f"<div class=cards>{''.join(cards)}</div>"
 
+
+def _per_class_table(m: dict) -> str:
+    sc = m.get("scene")
     head = ["class", "labelled", "AP@0.5", "AP@0.5:0.95", "recall (all scores)", "precision", "recall",
             "F1", "TP", "FP", "FN"] + (["FP per km²", "crossing", "recall crossing", "recall inside"] if sc else [])
     rows = []
@@ -251,39 +271,36 @@ def write_report(run, out_dir: str | os.PathLike, *, max_crops: int = 48) -> Pat
             cells += [_f(c["fp_per_km2"], ".2f"), c["num_crossing"], _f(c["recall_crossing"]),
                       _f(c["recall_inside"])]
         rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
-    table = ("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
-             f"<p class=meta>precision, recall, F1, TP, FP, FN at {_e(operating_rule(m))}, IoU 0.5; "
-             "AP and &lsquo;recall (all scores)&rsquo; from every detection down to score 0.001.</p>")
-    parts.append(_section("per-class", table))
-    parts.append(_section("pr-curves", '<img src="pr_curves.png" alt="precision-recall curves">'))
-    parts.append(_section("confusion", '<img src="confusion.png" alt="confusion matrix"><p class=meta>Rows: '
-                          "truth; columns: prediction. Row &lsquo;background&rsquo;: detections on no object "
-                          "(false alarms); column &lsquo;background&rsquo;: objects not detected (misses).</p>"))
-    parts.append(_section("sweep", '<img src="sweep.png" alt="threshold sweep">'
-                          f"<p>Best F1 {_f(best['f1'])} at score &ge; {_f(best['threshold'])} (precision "
-                          f"{_f(best['precision'])}, recall {_f(best['recall'])}); at the operating threshold "
-                          f"{m['threshold']:.3f}: F1 {_f(op['f1'])}.</p>"))
-    if sc:
-        bd = sc["boundary"]
-        parts.append(_section("boundary", (
-            "<table><tr><th>labels</th><th>count</th><th>found</th><th>recall</th></tr>"
-            f"<tr><td>crossing a window boundary</td><td>{bd['crossing']['num_gt']}</td>"
-            f"<td>{bd['crossing']['found']}</td><td>{_f(bd['crossing']['recall'])}</td></tr>"
-            f"<tr><td>inside one window</td><td>{bd['inside']['num_gt']}</td><td>{bd['inside']['found']}</td>"
-            f"<td>{_f(bd['inside']['recall'])}</td></tr></table>"
-            f"<p class=meta>Window grid: {sc['windows']['count']} windows of {sc['windows']['tile']} px, "
-            f"overlap {sc['windows']['overlap']} px. A label crosses when no single window contains its "
-            "whole box: the model never sees it whole and the merge step must join its pieces.</p>")))
-    key = (f'<p class="key meta">boxes: <span style="border-color:rgb{DET_COLOUR}"></span>detection '
-           f'(score &ge; threshold) <span style="border-color:rgb{GT_COLOUR}"></span>ground truth; '
-           "the thick box is the item.</p>")
-    parts.append(_section("false-positives", key + _gallery(run, fps, out, "fp", max_crops)))
-    parts.append(_section("misses", key + _gallery(run, misses, out, "miss", max_crops)))
-    parts.append(_section("method", _method(run)))
-    parts.append("</body></html>")
-    path = out / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return ("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+            f"<p class=meta>precision, recall, F1, TP, FP, FN at {_e(operating_rule(m))}, IoU 0.5; "
+            "AP and &lsquo;recall (all scores)&rsquo; from every detection down to score 0.001.</p>")
+
+
+def _figure_sections(m: dict) -> list[str]:
+    """The PR curves, confusion matrix and threshold sweep sections (figures by :mod:`detector.plots`)."""
+    op, best = m["operating"], m["sweep"]["best"]
+    return [_section("pr-curves", '<img src="pr_curves.png" alt="precision-recall curves">'),
+            _section("confusion", '<img src="confusion.png" alt="confusion matrix"><p class=meta>Rows: '
+                     "truth; columns: prediction. Row &lsquo;background&rsquo;: detections on no object "
+                     "(false alarms); column &lsquo;background&rsquo;: objects not detected (misses).</p>"),
+            _section("sweep", '<img src="sweep.png" alt="threshold sweep">'
+                     f"<p>Best F1 {_f(best['f1'])} at score &ge; {_f(best['threshold'])} (precision "
+                     f"{_f(best['precision'])}, recall {_f(best['recall'])}); at the operating threshold "
+                     f"{m['threshold']:.3f}: F1 {_f(op['f1'])}.</p>")]
+
+
+def _boundary_section(sc: dict) -> str:
+    """Recall of labels crossing a window boundary against those inside one window."""
+    bd = sc["boundary"]
+    return _section("boundary", (
+        "<table><tr><th>labels</th><th>count</th><th>found</th><th>recall</th></tr>"
+        f"<tr><td>crossing a window boundary</td><td>{bd['crossing']['num_gt']}</td>"
+        f"<td>{bd['crossing']['found']}</td><td>{_f(bd['crossing']['recall'])}</td></tr>"
+        f"<tr><td>inside one window</td><td>{bd['inside']['num_gt']}</td><td>{bd['inside']['found']}</td>"
+        f"<td>{_f(bd['inside']['recall'])}</td></tr></table>"
+        f"<p class=meta>Window grid: {sc['windows']['count']} windows of {sc['windows']['tile']} px, "
+        f"overlap {sc['windows']['overlap']} px. A label crosses when no single window contains its "
+        "whole box: the model never sees it whole and the merge step must join its pieces.</p>"))
 
 
 def _section(sid: str, body: str) -> str:
