@@ -1,7 +1,8 @@
 """The whole path on tiny synthetic data: synth -> train -> export -> predict -> evaluate.
 
 Small enough for CI (about 2 minutes on 2 cores); it checks that the stages fit together and
-that the exported model is the trained one, not that it is accurate (benchmarks do that).
+that the exported model is the trained one; the demo's fine-tune must reach a stated mAP floor
+(tests/train/test_learning.py checks that training learns).
 """
 import json
 import subprocess
@@ -109,7 +110,9 @@ def test_demo_writes_every_output_and_scores_with_the_chosen_model(tmp_path):
         assert -180 <= lon <= 180 and -90 <= lat <= 90
     for name in ("metrics.json", "metrics.int8.json"):
         m = json.loads((out / name).read_text())
-        assert 0.0 <= m["mAP50"] <= 1.0 and set(m["per_class"]) == {"bunker", "revetment", "shelter"}
+        # fine-tuned from revet-base for a few steps: a model that learnt nothing (or lost the
+        # base's features) scores near 0 here
+        assert m["mAP50"] >= 0.5 and set(m["per_class"]) == {"bunker", "revetment", "shelter"}, (name, m["mAP50"])
 
 
 def test_export_with_a_larger_scoring_window(trained, synth_small, tmp_path):

@@ -1,7 +1,6 @@
 """The HTML report: every section present, only local files or data URIs, figures readable."""
 import csv
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from detector.evaluate import evaluate_tiles, run_evaluation
 from detector.report import SCENE_SECTIONS, SECTIONS, write_report
 from detector.scene_eval import evaluate_scene_run
 
-sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate import oracle_for_tiles  # noqa: E402
 from test_scene_eval import _oracle  # noqa: E402
 

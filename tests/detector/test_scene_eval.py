@@ -1,7 +1,6 @@
 """Scene-level evaluation: labels in any format and CRS, areas, window boundaries, errors."""
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from detector.scene_eval import crossing_mask, cut_mask, duplicate_counts, evalu
 from detector.spec import ModelSpec
 from detector.tiling import scene_windows
 
-sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate import OracleBackend, _cli, assert_matches_coco  # noqa: E402
 
 CLASSES = ("bunker", "revetment", "shelter")
