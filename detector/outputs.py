@@ -366,33 +366,38 @@ def scene_metadata(dets: list[Detections]) -> list[dict]:
             for d in dets if "windows" in d.extra or "provenance" in d.extra]
 
 
+def geojson_scene_metadata(doc) -> list[dict]:
+    """The scene records (:func:`scene_metadata`) of a parsed detection GeoJSON (``revet.scenes``)."""
+    meta = (doc.get("revet") or {}).get("scenes") if isinstance(doc, dict) else None
+    return [m for m in meta if isinstance(m, dict)] if isinstance(meta, list) else []
+
+
 def read_scene_metadata(path: str | os.PathLike) -> list[dict]:
     """What :func:`scene_metadata` wrote into a detection file (GeoJSON ``revet.scenes``,
     GeoPackage layer metadata ``revet_scenes``); [] for other files or files without it."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".geojson", ".json"):
-            doc = json.loads(path.read_text())
-            meta = (doc.get("revet") or {}).get("scenes") if isinstance(doc, dict) else None
-        elif path.suffix.lower() == ".gpkg":
-            import pyogrio
-
-            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
-            layer = GPKG_LAYER if GPKG_LAYER in layers else layers[0] if layers else None
-            raw = (pyogrio.read_info(path, layer=layer).get("layer_metadata") or {}).get("revet_scenes")
-            meta = json.loads(raw) if raw else None
-        else:
+            return geojson_scene_metadata(json.loads(path.read_text()))
+        if path.suffix.lower() != ".gpkg":
             return []
+        import pyogrio
+
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        layer = GPKG_LAYER if GPKG_LAYER in layers else layers[0] if layers else None
+        raw = (pyogrio.read_info(path, layer=layer).get("layer_metadata") or {}).get("revet_scenes")
+        meta = json.loads(raw) if raw else None
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return []
     return [m for m in meta if isinstance(m, dict)] if isinstance(meta, list) else []
 
 
-def scene_model(path: str | os.PathLike, scene: str | os.PathLike) -> str | None:
-    """The model that scored ``scene`` (matched by file name) as a detection file records it
-    (``provenance.model``, with the first 12 hex digits of its SHA-256), else None."""
+def scene_model(records: list[dict], scene: str | os.PathLike) -> str | None:
+    """The model that scored ``scene`` (matched by file name) as a detection file's scene
+    records (:func:`read_scene_metadata`) give it (``provenance.model``, with the first 12 hex
+    digits of its SHA-256), else None."""
     name = Path(str(scene)).name
-    for m in read_scene_metadata(path):
+    for m in records:
         prov = m.get("provenance") or {}
         if prov.get("model") and Path(str(m.get("source") or prov.get("scene") or "")).name == name:
             sha = prov.get("model_sha256")

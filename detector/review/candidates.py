@@ -23,7 +23,7 @@ import numpy as np
 from rasterio.warp import transform as warp_transform
 
 from detector.labels.vector import wkb_vertices
-from detector.outputs import detection_id, scene_model, unique_ids
+from detector.outputs import detection_id, geojson_scene_metadata, read_scene_metadata, scene_model, unique_ids
 
 
 @dataclass
@@ -70,8 +70,9 @@ def _wkb_xy(b: bytes) -> np.ndarray:
     return xy
 
 
-def _read_features(path: Path) -> tuple[list[dict], list[np.ndarray], object]:
-    """(properties per feature, vertices per feature, CRS of the vertices)."""
+def _read_features(path: Path) -> tuple[list[dict], list[np.ndarray], object, list[dict]]:
+    """(properties per feature, vertices per feature, CRS of the vertices, the file's scene
+    records: :func:`detector.outputs.read_scene_metadata`)."""
     if path.suffix.lower() in (".geojson", ".json"):
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or not isinstance(data.get("features"), list):
@@ -83,13 +84,14 @@ def _read_features(path: Path) -> tuple[list[dict], list[np.ndarray], object]:
             if "id" in f and "id" not in p:
                 p["id"] = f["id"]
             props.append(p)
-        return props, [_rings_xy(f.get("geometry")) for f in feats], _geojson_crs(data)
+        return (props, [_rings_xy(f.get("geometry")) for f in feats], _geojson_crs(data),
+                geojson_scene_metadata(data))
     import pyogrio.raw
 
     meta, _fids, geoms, fields = pyogrio.raw.read(path)[:4]
     names = list(meta["fields"])
     props = [{n: fields[j][i] for j, n in enumerate(names)} for i in range(len(geoms))]
-    return props, [_wkb_xy(g) for g in geoms], meta.get("crs")
+    return props, [_wkb_xy(g) for g in geoms], meta.get("crs"), read_scene_metadata(path)
 
 
 def read_candidates(path: str | os.PathLike, scene_crs, scene_transform, scene_name: str) -> Candidates:
@@ -100,7 +102,7 @@ def read_candidates(path: str | os.PathLike, scene_crs, scene_transform, scene_n
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: detections file does not exist")
-    props, verts, src_crs = _read_features(path)
+    props, verts, src_crs, scene_records = _read_features(path)
     n = len(props)
     boxes = np.full((n, 4), np.nan)
     need = []
@@ -138,7 +140,7 @@ def read_candidates(path: str | os.PathLike, scene_crs, scene_transform, scene_n
         own = p.get("det_id") or p.get("detection_id") or p.get("id")
         ids.append(str(own) if own else detection_id(scene_name, classes[-1], boxes[i]))
     ids = unique_ids(ids)  # duplicate boxes of one class: keep ids unique, still stable
-    model = (scene_model(path, scene_name) or next((str(p["model"]) for p in props if p.get("model")), None)
+    model = (scene_model(scene_records, scene_name) or next((str(p["model"]) for p in props if p.get("model")), None)
              or path.name)
     order = np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable")
     return Candidates([ids[i] for i in order], [classes[i] for i in order], scores[order],

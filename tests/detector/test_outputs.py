@@ -10,7 +10,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
 from detector.outputs import (CSV_COLUMNS, atomic_write, GPKG_LAYER, format_for_path, parse_formats, provenance,
-                              scene_model, scene_provenance, write_coco_results, write_csv, write_detections, write_geojson,
+                              read_scene_metadata, scene_model, scene_provenance, write_coco_results, write_csv, write_detections, write_geojson,
                               write_gpkg)
 from detector.runner import Detections
 
@@ -170,11 +170,11 @@ def test_ids_thresholds_and_provenance_in_every_format(tmp_path):
     assert json.loads(lm["revet_scenes"])[0]["provenance"]["model_sha256"] == job["model_sha256"]
     # read back (the review app names the model from it): by scene file name, in both formats
     named = f"my-model (sha256 {job['model_sha256'][:12]})"
-    assert scene_model(tmp_path / "a.geojson", "elsewhere/scene.tif") == named
-    assert scene_model(tmp_path / "a.gpkg", a.path) == named
-    assert scene_model(tmp_path / "a.geojson", "other.tif") is None
+    assert scene_model(read_scene_metadata(tmp_path / "a.geojson"), "elsewhere/scene.tif") == named
+    assert scene_model(read_scene_metadata(tmp_path / "a.gpkg"), a.path) == named
+    assert scene_model(read_scene_metadata(tmp_path / "a.geojson"), "other.tif") is None
     rows = list(csv.DictReader(write_csv([a], tmp_path / "a.csv").open()))
-    assert scene_model(tmp_path / "a.csv", a.path) is None
+    assert read_scene_metadata(tmp_path / "a.csv") == []
     assert [r["id"] for r in rows] == ids and [float(r["threshold"]) for r in rows] == [p["threshold"] for p in props]
     # without provenance: ids still, thresholds empty
     plain = json.loads(write_geojson([dets(n=2)], tmp_path / "p.geojson").read_text())
