@@ -184,6 +184,23 @@ def place_labels(vl, rasters: list[Path], tile_size: int, overlap: int,
     return per_raster, seen
 
 
+def write_chip(ds, win: Window, bands: list[int], path: Path, records: list[ImageRecord], hit,
+               labels: np.ndarray) -> ImageRecord | None:
+    """Read ``win`` of ``ds`` and write it as the GeoTIFF tile ``path``, appending its record
+    (image id = its place in ``records``); ``hit`` = (label indices, tile-pixel boxes) of the
+    objects it holds (None: an empty tile), ``labels`` the class index of every label. Returns
+    the record, or None (nothing written) when every pixel is nodata."""
+    image, valid = read_window(ds, win, bands)
+    if not valid.any():
+        return None
+    _write_tile(ds, path, win, image, valid)
+    rec = ImageRecord(path, int(win.width), int(win.height), image_id=len(records) + 1)
+    if hit is not None:
+        rec.boxes, rec.labels = hit[1], labels[hit[0]]
+    records.append(rec)
+    return rec
+
+
 def chip_raster(raster: Path, stem: str, info, pairs: dict, xs, ys, feat_labels: np.ndarray, out: Path,
                 tile_size: int, keep_empty: float, rng: np.random.Generator,
                 records: list[ImageRecord]) -> dict:
@@ -203,16 +220,10 @@ def chip_raster(raster: Path, stem: str, info, pairs: dict, xs, ys, feat_labels:
                 if sparse_empty(ds, win):  # blocks never written: no data, nothing to read
                     n_nodata += 1
                     continue
-                image, valid = read_window(ds, win, bands)
-                if not valid.any():
+                path = out / "tiles" / f"{stem}_{y:06d}_{x:06d}.tif"
+                if write_chip(ds, win, bands, path, records, hit, feat_labels) is None:
                     n_nodata += 1
                     continue
-                path = out / "tiles" / f"{stem}_{y:06d}_{x:06d}.tif"
-                _write_tile(ds, path, win, image, valid)
-                rec = ImageRecord(path, int(win.width), int(win.height), image_id=len(records) + 1)
-                if hit is not None:
-                    rec.boxes, rec.labels = hit[1], feat_labels[hit[0]]
-                records.append(rec)
                 n_tiles += 1
                 n_empty += hit is None
     return {"tiles": n_tiles, "empty_tiles": n_empty, "nodata_tiles_skipped": n_nodata}

@@ -28,10 +28,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from detector.datasets.chip import _write_tile, assign_boxes
+from detector.datasets.chip import assign_boxes, write_chip
 from detector.labels import ImageRecord, LabelSet
 from detector.labels.coco import write_coco
-from detector.raster import open_raster, raster_info, read_window
+from detector.raster import open_raster, raster_info
 
 log = logging.getLogger(__name__)
 POSITIVE = ("accepted", "relabelled", "drawn")
@@ -100,19 +100,12 @@ def from_review(review_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         for iy, ix in keys:
             x, y = int(xs[ix]), int(ys[iy])
             win = Window(x, y, min(tile_size, W), min(tile_size, H))
-            image, valid = read_window(ds, win, bands)
-            if not valid.any():
+            path = out / "tiles" / f"{scene.stem}_{y:06d}_{x:06d}.tif"
+            hit = pos_pairs.get((iy, ix))
+            if write_chip(ds, win, bands, path, records, hit, labels) is None:
                 n_nodata += 1
                 continue
-            path = out / "tiles" / f"{scene.stem}_{y:06d}_{x:06d}.tif"
-            _write_tile(ds, path, win, image, valid)
-            rec = ImageRecord(path, int(win.width), int(win.height), image_id=len(records) + 1)
-            hit = pos_pairs.get((iy, ix))
-            if hit is not None:
-                rec.boxes, rec.labels = hit[1], labels[hit[0]]
-            else:
-                n_neg += 1
-            records.append(rec)
+            n_neg += hit is None
     ls = LabelSet(classes, records, dec_path)
     summary = {"out_dir": str(out), "dataset": str(write_coco(ls, out / "dataset.json")),
                "scene": str(scene), "classes": classes, "tiles": len(records),
