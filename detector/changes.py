@@ -50,6 +50,7 @@ import numpy as np
 from rasterio.crs import CRS
 from scipy.spatial import cKDTree
 
+from detector import tiling
 from detector.objects import Objects, box_ring, read_objects, to_local, write_features
 from detector.sites import BUFFER_M, LINK_DISTANCE_M, MIN_OBJECTS, buffered_hull, find_sites, points_in_ring
 
@@ -204,33 +205,11 @@ def coverage_for(objs: Objects, scenes) -> Coverage:
 # ------------------------------------------------------------------ matching
 def one_class_per_ground(objs: Objects, scores: np.ndarray, *, iou: float = 0.5) -> np.ndarray:
     """Indices of the objects kept when boxes of one date overlap at IoU >= ``iou`` (metres):
-    the best-scoring of each overlapping group, whatever its class. A detector scored with a low
-    ``--min-score`` often reports one structure as two classes (0.87 shelter, 0.3 bunker); left
-    in, the weak twin takes the other date's match and the strong one is called disappeared."""
-    n = len(objs)
-    if n < 2:
-        return np.arange(n)
-    b = objs.boxes
-    half = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]).max()
-    pairs = cKDTree(objs.centres).query_pairs(half, output_type="ndarray")
-    order = np.argsort(-scores, kind="stable")
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    drop = np.zeros(n, bool)
-    if len(pairs):
-        i, j = pairs[:, 0], pairs[:, 1]
-        w = np.clip(np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0]), 0, None)
-        h = np.clip(np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1]), 0, None)
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        inter = w * h
-        over = inter / np.maximum(area[i] + area[j] - inter, 1e-9) >= iou
-        i, j = i[over], j[over]
-        strong = np.where(rank[i] < rank[j], i, j)
-        weak = np.where(rank[i] < rank[j], j, i)
-        for k in np.argsort(rank[strong], kind="stable").tolist():  # strongest first, greedy NMS
-            if not drop[strong[k]]:
-                drop[weak[k]] = True
-    return np.flatnonzero(~drop)
+    the best-scoring of each overlapping group, whatever its class (:func:`tiling.one_class_per_ground`).
+    A detector scored with a low ``--min-score`` often reports one structure as two classes
+    (0.87 shelter, 0.3 bunker); left in, the weak twin takes the other date's match and the
+    strong one is called disappeared."""
+    return tiling.one_class_per_ground(objs.boxes, scores, iou=iou)[0]
 
 
 def match(before: Objects, after: Objects, shift: Shift, *, match_distance: float = MATCH_DISTANCE_M):

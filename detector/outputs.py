@@ -336,22 +336,33 @@ def detection_features(det: Detections) -> list[dict]:
         b = np.asarray(det.boxes, np.float64).reshape(-1, 4)
         xy = np.stack([b[:, [0, 2, 2, 0, 0]], b[:, [1, 1, 3, 3, 1]]], -1)
     feats = []
-    ids, thr = detection_ids(det), detection_thresholds(det)
+    ids, thr, ru = detection_ids(det), detection_thresholds(det), runner_ups(det)
     for k, ring in enumerate(xy.tolist()):
         x1, y1, x2, y2 = (round(float(v), 2) for v in det.boxes[k])
-        feats.append({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {
-                "id": ids[k],
-                "class": det.classes[int(det.labels[k])],
-                "score": round(float(det.scores[k]), 5),
-                "threshold": round(float(thr[k]), 5) if np.isfinite(thr[k]) else None,
-                "source": str(det.path) if det.path else None,
-                "pixel_box": [x1, y1, x2, y2],
-            },
-        })
+        props = {
+            "id": ids[k],
+            "class": det.classes[int(det.labels[k])],
+            "score": round(float(det.scores[k]), 5),
+            "threshold": round(float(thr[k]), 5) if np.isfinite(thr[k]) else None,
+            "source": str(det.path) if det.path else None,
+            "pixel_box": [x1, y1, x2, y2],
+        }
+        if ru is not None:
+            props["runner_up"], props["runner_up_score"] = ru[0][k], ru[1][k]
+        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                      "properties": props})
     return feats
+
+
+def runner_ups(det: Detections) -> tuple[list[str | None], list[float | None]] | None:
+    """Per detection, the class (None: none) and score of the runner-up another class gave the
+    same ground, when the job kept one class per object (``revet predict --one-class``:
+    ``extra["runner_up"]``, :meth:`detector.runner.Detector.one_class_per_object`); else None."""
+    if "runner_up" not in det.extra:
+        return None
+    lab, sc = det.extra["runner_up"], det.extra["runner_up_score"]
+    return ([det.classes[int(k)] if k >= 0 else None for k in lab],
+            [round(float(v), 5) if np.isfinite(v) else None for v in sc])
 
 
 SCENE_KEYS = ("windows", "skipped", "skipped_nodata", "skip_fraction", "prescreen", "provenance")
@@ -427,6 +438,7 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
 
     crs = next((d.crs for d in dets if _georef(d)), None)
     geoms, cls, score, src, px, ids, thr = [], [], [], [], [], [], []
+    ru_cls, ru_score = [], []
     for d in dets:
         if _georef(d):
             rings = box_polygons(d.boxes, d.transform)
@@ -442,11 +454,17 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
         ids += detection_ids(d)
         thr.append(detection_thresholds(d))
         px.append(np.asarray(d.boxes, np.float64).reshape(-1, 4))
+        ru = runner_ups(d) or ([None] * len(d), [None] * len(d))
+        ru_cls += ru[0]
+        ru_score += [np.nan if v is None else v for v in ru[1]]
     px_all = np.concatenate(px) if px else np.zeros((0, 4))
     fields = ["id", "class", "score", "threshold", "source", "x1", "y1", "x2", "y2"]
     data = [np.array(ids, dtype=object), np.array(cls, dtype=object),
             np.concatenate(score) if score else np.zeros(0), np.concatenate(thr) if thr else np.zeros(0),
             np.array(src, dtype=object)] + [np.ascontiguousarray(px_all[:, i]) for i in range(4)]
+    if any(runner_ups(d) is not None for d in dets):  # --one-class: the runner-up class per object
+        fields += ["runner_up", "runner_up_score"]
+        data += [np.array(ru_cls, dtype=object), np.array(ru_score, np.float64)]
     geometry = np.empty(len(geoms), dtype=object)
     geometry[:] = geoms
     meta = scene_metadata(dets)

@@ -482,7 +482,8 @@ def open_journal(job: Job, record: dict, *, resume: bool) -> dict[str, dict]:
     if resume and path.exists():
         old = json.loads(path.read_text())
         old.setdefault("skip", True)  # jobs written before the first pass existed scored as with it
-        diff = [k for k in ("model_sha256", "min_score", "overlap", "skip") if old.get(k) != record[k]]
+        old.setdefault("one_class", False)  # and before --one-class, without it
+        diff = [k for k in ("model_sha256", "min_score", "overlap", "skip", "one_class") if old.get(k) != record[k]]
         if diff:
             raise ValueError(f"{job.out}: cannot resume: {', '.join(diff)} differ from the earlier job "
                              f"({ {k: old.get(k) for k in diff} } vs { {k: record[k] for k in diff} }); "
@@ -547,7 +548,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
                   engine: str = "single", shard: str | tuple[int, int] | None = None,
                   address: str | None = None, actors: int | None = None,
                   gpus_per_actor: float | None = None, trt_cache: str | os.PathLike | None = None,
-                  max_megapixels: float | None = MAX_MEGAPIXELS, skip: bool = True) -> dict:
+                  max_megapixels: float | None = MAX_MEGAPIXELS, skip: bool = True,
+                  one_class: bool = False) -> dict:
     """Score every input and write detections to ``out`` (a file or a folder; see the module
     docstring). Returns the job summary (also written to ``OUT/summary.json`` in folder mode).
 
@@ -564,6 +566,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     the first pass (:mod:`detector.prescreen`) finds certainly empty are not scored (False,
     ``--no-skip``: every window with data is); each scene's record has ``skipped`` and
     ``skip_fraction``, the summary the job's totals and the ``prescreen`` settings.
+    ``one_class``: one class per object, the runner-up class recorded
+    (:meth:`Detector.one_class_per_object`, ``--one-class``).
 
     Raises ValueError for job-level problems (unknown format, a format that contradicts the
     file name of ``out``, ``resume`` with a single-file ``out``, a resume whose model or settings
@@ -583,6 +587,7 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
     check_writable(out, folder=not single)  # before any scene is scored, not at the final write
     det, model_file, model_name = load_job_detector(model, engine=engine, device=device, threads=threads,
                                                     trt_cache=trt_cache)
+    det.one_class = bool(one_class)  # --one-class: the best-scoring class per object, runner-up recorded
     providers = getattr(det.backend, "providers", None) if engine == "single" else None
     if providers:
         log.info("%s: ONNX Runtime providers in use: %s", model_name, ", ".join(providers))
@@ -617,7 +622,8 @@ def predict_files(model: str | os.PathLike | Detector, inputs: Sequence[str | os
             lock.enter_context(folder_lock(out, job.names["lock"]))  # a second job into this folder waits
             remove_stale_temps(out)  # only files of this machine's processes that are gone (a killed run)
             record = {"model": os.path.abspath(model_name), "model_sha256": sha256_file(Path(model_name))
-                      if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov, "skip": bool(skip)}
+                      if Path(model_name).is_file() else None, "min_score": thr, "overlap": ov, "skip": bool(skip),
+                      "one_class": bool(one_class)}
             if sh:
                 record["shard"] = f"{sh[0]}/{sh[1]}"
             journal = open_journal(job, record, resume=resume)

@@ -112,6 +112,9 @@ def add_predict_command(subparsers) -> None:
     r.add_argument("--no-skip", action="store_true",
                    help="score every window with data: no first pass skipping windows it finds certainly empty "
                         "(water, cloud, flat fields; detector.prescreen)")
+    r.add_argument("--one-class", action="store_true",
+                   help="one class per object: where boxes of different classes cover the same ground (IoU >= the "
+                        "model's NMS IoU) keep the best-scoring and record the other as runner_up / runner_up_score")
     r.add_argument("--quicklook", action="store_true", help="also write a PNG of each scene with its boxes")
     r.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     r.set_defaults(func=run_predict)
@@ -133,6 +136,7 @@ def run_predict(a) -> int:
                             shard=getattr(a, "shard", None), address=getattr(a, "address", None),
                             actors=getattr(a, "actors", None), gpus_per_actor=getattr(a, "gpus_per_actor", None),
                             trt_cache=getattr(a, "trt_cache", None), skip=not getattr(a, "no_skip", False),
+                            one_class=getattr(a, "one_class", False),
                             **({"max_megapixels": a.max_megapixels} if getattr(a, "max_megapixels", None) else {}))
     brief = {k: v for k, v in summary.items() if k != "scenes"}
     print(json.dumps(brief, indent=2))

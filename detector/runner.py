@@ -114,6 +114,9 @@ class Detector:
     #: join fragments of one object after the merge across windows (:func:`tiling.join_fragments`);
     #: False only to measure what the join does (benchmarks/bench_fragments.py)
     join_fragments: bool = True
+    #: one class per object (:meth:`one_class_per_object`; ``revet predict --one-class``): of
+    #: boxes of different classes on the same ground only the best-scoring is reported
+    one_class: bool = False
 
     def __init__(self, backend, spec: ModelSpec, *, scene: "Detector | None" = None) -> None:
         self.backend = backend
@@ -183,7 +186,10 @@ class Detector:
         def scored(t: int) -> int:
             return tiling.window_count(width, height, t, ov) * t * t
 
-        return scene if scored(scene.spec.tile_size) < scored(self.spec.tile_size) else self
+        if scored(scene.spec.tile_size) >= scored(self.spec.tile_size):
+            return self
+        scene.one_class = self.one_class  # the companion merges as this model does
+        return scene
 
     # ---------------------------------------------------------------- tiles
     def prepare_batch(self, tiles, valid) -> np.ndarray:
@@ -244,8 +250,25 @@ class Detector:
         else:
             src = np.argsort(-scores[keep], kind="stable")  # indices into keep
             jb, js, jl = boxes[keep][src].astype(np.float32), scores[keep][src].astype(np.float32), labels[keep][src]
-        return Detections(jb, js, jl, self.spec.classes, width=width, height=height,
-                          extra={"windows": n_windows, "truncated": trunc[keep][src]})
+        return self.one_class_per_object(Detections(jb, js, jl, self.spec.classes, width=width, height=height,
+                                                    extra={"windows": n_windows, "truncated": trunc[keep][src]}))
+
+    def one_class_per_object(self, det: Detections) -> Detections:
+        """With :attr:`one_class` set: of boxes of different classes on the same ground (IoU >=
+        ``spec.nms_iou``) keep the best-scoring (:func:`tiling.one_class_per_ground`) and record
+        the runner-up class in ``extra``: ``runner_up`` (N,) int64 class index (-1: none) and
+        ``runner_up_score`` (N,) float32 (NaN: none). Otherwise ``det`` unchanged. In place;
+        returns ``det``."""
+        if not self.one_class:
+            return det
+        keep, ru = tiling.one_class_per_ground(det.boxes, det.scores, det.labels, iou=self.spec.nms_iou)
+        has, at = ru >= 0, np.maximum(ru, 0)
+        det.extra["runner_up"] = np.where(has, det.labels[at], -1).astype(np.int64)
+        det.extra["runner_up_score"] = np.where(has, det.scores[at], np.nan).astype(np.float32)
+        det.boxes, det.scores, det.labels = det.boxes[keep], det.scores[keep], det.labels[keep]
+        if "truncated" in det.extra:
+            det.extra["truncated"] = det.extra["truncated"][keep]
+        return det
 
     def _keep(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, valid: np.ndarray,
               thr) -> np.ndarray:
@@ -280,8 +303,9 @@ class Detector:
                                                     [masks[i] for i in idx])
             for k, i in enumerate(idx):
                 keep = self._keep(boxes[k], scores[k], labels[k], masks[i], thr)
-                out[i] = Detections(boxes[k][keep], scores[k][keep], labels[k][keep].astype(np.int64),
-                                    self.spec.classes, width=t, height=t)
+                out[i] = self.one_class_per_object(Detections(
+                    boxes[k][keep], scores[k][keep], labels[k][keep].astype(np.int64), self.spec.classes,
+                    width=t, height=t))
         for i, a in enumerate(arrays):
             if out[i] is None:
                 a = self._check(a, f"array {i}")

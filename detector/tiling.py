@@ -229,6 +229,46 @@ def join_fragments(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *,
             src[order], count[order])
 
 
+def one_class_per_ground(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray | None = None, *,
+                         iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One class per object: greedy NMS across classes. ``boxes`` (N, 4) xyxy in any unit
+    (pixels, metres), ``scores`` (N,). Of boxes overlapping at IoU >= ``iou``, whatever their
+    class, the best-scoring is kept and the others dropped (a detector often reports one
+    structure as two classes: 0.87 shelter, 0.3 bunker). Returns ``(keep, runner_up)``: the
+    kept indices, ascending, and (len(keep),) the index of the best-scoring box each kept box
+    dropped whose class (``labels``; None: any box) differs from its own, -1 where none."""
+    n = len(scores)
+    keep_all = np.ones(n, bool)
+    runner = np.full(n, -1, np.int64)
+    i, j = _touching_pairs(np.asarray(boxes, np.float64).reshape(-1, 4))
+    if len(i):
+        b = np.asarray(boxes, np.float64)
+        over = box_iou_pairs(b[i], b[j]) >= iou
+        i, j = i[over], j[over]
+        order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        strong, weak = np.where(rank[i] < rank[j], i, j), np.where(rank[i] < rank[j], j, i)
+        # strongest first (then by the weak one's rank), so a box dropped before it can drop
+        # others suppresses nothing, and each kept box's first other-class victim is its runner-up
+        for k in np.lexsort((rank[weak], rank[strong])).tolist():
+            s, w = int(strong[k]), int(weak[k])
+            if keep_all[s] and keep_all[w]:
+                keep_all[w] = False
+                if runner[s] < 0 and (labels is None or labels[w] != labels[s]):
+                    runner[s] = w
+    keep = np.flatnonzero(keep_all)
+    return keep, runner[keep]
+
+
+def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) IoU of ``a[k]`` with ``b[k]``, both (N, 4) xyxy."""
+    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = w * h
+    return inter / np.maximum(box_area(a) + box_area(b) - inter, 1e-9)
+
+
 def _touching_pairs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(i, j) with i < j of the xyxy boxes ``b`` (N, 4) that intersect (positive area).
 

@@ -259,14 +259,30 @@ def fcos_lite(*, num_classes: int, in_channels: int = 3, tile_size: int = 512) -
     """FCOS on a ResNet-18 cut after layer3 with a 96-channel FPN on strides 8, 16 (and 32) and
     2-conv head towers: sized for 10-150 px objects, and cheap, since ResNet convolutions run
     near the CPU's peak (depthwise MobileNet convolutions do not). The CPU default."""
+    return resnet18_cut_fcos(num_classes, in_channels)
+
+
+def resnet18_cut_fcos(num_classes: int, in_channels: int = 3, *, channels: int = 96, head_convs: int = 2,
+                      blocks: tuple[int, int, int] = (2, 2, 2)) -> nn.Module:
+    """``fcos_lite``'s family: FCOS on ResNet-18's stem and layers 1-3 (``blocks``: residual
+    blocks kept per layer, 1 or 2 each; the first ones, so ResNet-18 weights still load by
+    name), a ``channels``-wide FPN on strides 8, 16 and a max-pooled 32, ``head_convs``-conv
+    head towers. ``benchmarks/bench_model_cost.py`` measures the narrower and shallower
+    members against the default (96, 2, (2, 2, 2))."""
     from torchvision.models import resnet18
 
     body = resnet18(weights=None)
     _adapt_first_conv(body, in_channels)
     body.layer4 = nn.Identity()
+    for name, n in zip(("layer1", "layer2", "layer3"), blocks):
+        if n not in (1, 2):
+            raise ValueError(f"blocks: expected 1 or 2 residual blocks per layer, got {blocks}")
+        layer = getattr(body, name)
+        if n < len(layer):
+            setattr(body, name, nn.Sequential(*list(layer.children())[:n]))
     # FPN levels: P3 (stride 8), P4 (16) and a max-pooled P5 (32) for the largest objects.
-    backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1"}, [128, 256], 96)
-    return _fcos(backbone, num_classes, (8, 16, 32), head_convs=2)
+    backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1"}, [128, 256], channels)
+    return _fcos(backbone, num_classes, (8, 16, 32), head_convs=head_convs)
 
 
 # ---------------------------------------------------------------- torchvision families (GPU)

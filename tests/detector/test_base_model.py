@@ -105,3 +105,45 @@ def test_fp16_weights_fine_tune_start_loads_every_tensor():
     report = load_weights(model, spec, NAME)
     assert report["loaded_fraction"] == pytest.approx(1.0) and not report["head_replaced"]
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in model.parameters())
+
+
+def _cross_class_pairs(boxes: np.ndarray, labels: np.ndarray, iou: float) -> int:
+    from detector import tiling
+
+    m = tiling.box_iou(boxes, boxes) >= iou
+    return int((np.triu(m, 1) & (labels[:, None] != labels[None, :])).sum())
+
+
+def test_one_class_keeps_the_best_class_per_object_and_records_the_runner_up(tmp_path):
+    """`revet predict --one-class` on a rendered scene at a low threshold: the plain output has
+    boxes of different classes on one ground; with the option none are left, every box kept is
+    one of the plain output's, and the dropped twin's class is recorded as its runner-up."""
+    from rasterio.transform import from_origin
+
+    from detector.cli import main
+    from detector.datasets.synth import render_image, write_geotiff
+
+    r = render_image(4242, 1024, 1024, gsd=0.5, negatives=True, contain=False)
+    scene = tmp_path / "scene.tif"
+    write_geotiff(scene, r.image, from_origin(500000, 4000000, 0.5, 0.5))
+    feats = {}
+    for name, extra in (("plain", []), ("one", ["--one-class"])):
+        out = tmp_path / f"{name}.geojson"
+        assert main(["predict", f"{NAME}:int8", str(scene), "--out", str(out), "--min-score", "0.05",
+                     "--no-progress", *extra]) == 0
+        feats[name] = [f["properties"] for f in json.loads(out.read_text())["features"]]
+    iou = ModelSpec.from_json(json.dumps(zoo.card(NAME)["spec"])).nms_iou
+    classes = list(zoo.card(NAME)["classes"])
+
+    def arrays(props):
+        return (np.array([p["pixel_box"] for p in props], np.float64).reshape(-1, 4),
+                np.array([classes.index(p["class"]) for p in props]))
+
+    assert _cross_class_pairs(*arrays(feats["plain"]), iou) > 0  # else the test shows nothing
+    assert _cross_class_pairs(*arrays(feats["one"]), iou) == 0
+    plain = {(p["class"], tuple(p["pixel_box"])) for p in feats["plain"]}
+    assert {(p["class"], tuple(p["pixel_box"])) for p in feats["one"]} <= plain
+    assert len(feats["plain"]) > len(feats["one"])
+    runners = [p for p in feats["one"] if p["runner_up"] is not None]
+    assert runners and all(p["runner_up"] != p["class"] and p["runner_up_score"] <= p["score"] for p in runners)
+    assert all("runner_up" not in p for p in feats["plain"])

@@ -240,3 +240,23 @@ def test_quicklook_png_downsampled_with_class_colours(tmp_path):
     assert tuple(im[75, 50]) == COLOURS[1] and tuple(im[50, 200]) == COLOURS[2]
     assert im[150:190, 5:40].std() > 10  # percentile stretch spread the 40..80 values
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_runner_up_class_is_written_to_geojson_and_gpkg(tmp_path):
+    """A --one-class job's runner-up class and score per detection (None where there was none),
+    in the GeoJSON properties and as GeoPackage fields; jobs without it write neither."""
+    import pyogrio.raw
+
+    a = dets(n=3)
+    a.extra.update(runner_up=np.array([1, -1, 0]), runner_up_score=np.array([0.25, np.nan, 0.125], np.float32))
+    b = dets(n=2, seed=1, path="b.tif")  # another scene of the job, scored without the option
+    props = [f["properties"] for f in json.loads(write_geojson([a], tmp_path / "d.geojson").read_text())["features"]]
+    assert [(p["runner_up"], p["runner_up_score"]) for p in props] == [("revetment", 0.25), (None, None),
+                                                                      ("bunker", 0.125)]
+    meta, _, _, fields = pyogrio.raw.read(write_gpkg([a, b], tmp_path / "d.gpkg"), layer=GPKG_LAYER)
+    col = dict(zip(meta["fields"], fields))
+    assert list(col["runner_up"]) == ["revetment", None, "bunker", None, None]
+    np.testing.assert_allclose(col["runner_up_score"], [0.25, np.nan, 0.125, np.nan, np.nan])
+    meta, *_ = pyogrio.raw.read(write_gpkg([b], tmp_path / "e.gpkg"), layer=GPKG_LAYER)
+    assert "runner_up" not in list(meta["fields"])
+    assert "runner_up" not in json.loads(write_geojson([b], tmp_path / "e.geojson").read_text())["features"][0]["properties"]

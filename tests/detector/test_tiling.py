@@ -94,3 +94,28 @@ def test_boxes_below_the_operating_threshold_are_left_as_the_model_gave_them():
     assert s.tolist() == pytest.approx(sorted(scores.tolist(), reverse=True))
     # the same boxes all above the floor join into two
     assert len(tiling.join_fragments(boxes, scores, np.zeros(4, int), min_score=0.1)[0]) == 2
+
+
+def test_one_class_per_ground_keeps_the_best_class_and_records_the_runner_up():
+    # 0: shelter 0.9 and 1: bunker 0.4 on the same ground; 2: revetment 0.8 alone; 3: bunker 0.6
+    # overlapping 0 only a little (IoU < 0.5): kept
+    boxes = np.array([[0, 0, 40, 20], [1, 0, 40, 21], [100, 100, 130, 130], [35, 0, 75, 20]], np.float32)
+    scores = np.array([0.9, 0.4, 0.8, 0.6], np.float32)
+    labels = np.array([2, 0, 1, 0])
+    keep, ru = tiling.one_class_per_ground(boxes, scores, labels, iou=0.5)
+    assert keep.tolist() == [0, 2, 3]
+    assert ru.tolist() == [1, -1, -1]
+
+
+def test_one_class_per_ground_is_greedy_and_a_dropped_box_suppresses_nothing():
+    # a chain: 0 (0.9) covers 1 (0.8), 1 covers 2 (0.7), 0 does not cover 2: 2 stays
+    boxes = np.array([[0, 0, 20, 20], [4, 0, 24, 20], [9, 0, 29, 20]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    keep, ru = tiling.one_class_per_ground(boxes, scores, np.array([0, 1, 1]), iou=0.5)
+    assert tiling.box_iou(boxes[:1], boxes[2:])[0, 0] < 0.5 <= tiling.box_iou(boxes[1:2], boxes[2:])[0, 0]
+    assert keep.tolist() == [0, 2] and ru.tolist() == [1, -1]
+    # same-class twins are dropped too, but the runner-up names only another class
+    keep, ru = tiling.one_class_per_ground(boxes[:2], scores[:2], np.array([0, 0]), iou=0.5)
+    assert keep.tolist() == [0] and ru.tolist() == [-1]
+    keep, ru = tiling.one_class_per_ground(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
+    assert keep.tolist() == [] and ru.tolist() == []
