@@ -32,7 +32,6 @@ import dataclasses
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scene import cpu_facts  # noqa: E402
+from bench_scene import cpu_facts, default_model, median_seconds  # noqa: E402
 
 # family members of fcos_lite (train.models.resnet18_cut_fcos keyword arguments)
 FAMILY = {
@@ -73,7 +72,7 @@ def network_gflop(arch: str, size: int = 512) -> tuple[float, float]:
     from detector.spec import ModelSpec
     from detector.train.models import build_model
 
-    model = build_model(ModelSpec(arch=arch, classes=("bunker", "revetment", "shelter"))).eval()
+    model = build_model(ModelSpec(arch=arch)).eval()  # the default classes: bunker, revetment, shelter
     x = torch.zeros(1, 3, size, size)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         feats = model.backbone(x)
@@ -84,19 +83,10 @@ def network_gflop(arch: str, size: int = 512) -> tuple[float, float]:
 
 def ort_ms(arch: str, work: Path, repeats: int, batch: int = 4) -> dict:
     """ONNX Runtime ms per 512 x 512 window, float32 and int8, random weights."""
-    import torch
-
     from detector.backends import OnnxBackend
-    from detector.export.adapter import build_adapter
-    from detector.export.onnx_export import export_onnx
     from detector.export.quantize import to_int8
-    from detector.spec import ModelSpec
-    from detector.train.models import build_model
 
-    torch.manual_seed(0)
-    spec = ModelSpec(arch=arch, classes=("bunker", "revetment", "shelter"), overlap=128, gsd=0.5)
-    f32 = work / f"{arch}.onnx"
-    export_onnx(build_adapter(build_model(spec), spec).eval(), f32)
+    f32 = default_model(work / f"{arch}.onnx", arch)
     rng = np.random.default_rng(0)
     cal = [rng.integers(0, 255, (512, 512, 3), dtype=np.uint8) for _ in range(4)]
     i8 = to_int8(f32, work / f"{arch}.int8.onnx", cal)
@@ -104,13 +94,7 @@ def ort_ms(arch: str, work: Path, repeats: int, batch: int = 4) -> dict:
     out = {}
     for name, path in (("float32", f32), ("int8", i8)):
         be = OnnxBackend(path, device="cpu", threads=2)
-        be.run(x)
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            be.run(x)
-            ts.append(time.perf_counter() - t)
-        out[name] = 1000 * statistics.median(ts) / batch
+        out[name] = 1000 * median_seconds(lambda: be.run(x), repeats) / batch
     return out
 
 

@@ -70,6 +70,17 @@ def default_model(out: Path, arch: str) -> Path:
     return out
 
 
+def median_seconds(call, repeats: int) -> float:
+    """Median wall seconds of ``call()`` over ``repeats`` runs, after one warm-up run."""
+    call()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
 def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict:
     import torch
 
@@ -82,15 +93,8 @@ def onnx_vs_torch(model_path: Path, arch: str, repeats: int, batch: int) -> dict
     torch.manual_seed(0)
     tb = TorchBackend(build_adapter(build_model(ob.spec), ob.spec).eval())
     x = np.random.default_rng(0).integers(0, 255, (batch, 3, ob.spec.tile_size, ob.spec.tile_size)).astype(np.float32)
-    res = {}
-    for name, be in (("onnxruntime", ob), ("torch_eager", tb)):
-        be.run(x)
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            be.run(x)
-            ts.append(time.perf_counter() - t)
-        res[name] = batch / statistics.median(ts)
+    res = {name: batch / median_seconds(lambda: be.run(x), repeats)
+           for name, be in (("onnxruntime", ob), ("torch_eager", tb))}
     res["ratio"] = res["onnxruntime"] / res["torch_eager"]
     return res
 

@@ -438,7 +438,7 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
 
     crs = next((d.crs for d in dets if _georef(d)), None)
     geoms, cls, score, src, px, ids, thr = [], [], [], [], [], [], []
-    ru_cls, ru_score = [], []
+    ru_cls, ru_score, any_ru = [], [], False
     for d in dets:
         if _georef(d):
             rings = box_polygons(d.boxes, d.transform)
@@ -454,7 +454,9 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
         ids += detection_ids(d)
         thr.append(detection_thresholds(d))
         px.append(np.asarray(d.boxes, np.float64).reshape(-1, 4))
-        ru = runner_ups(d) or ([None] * len(d), [None] * len(d))
+        ru = runner_ups(d)
+        any_ru |= ru is not None
+        ru = ru or ([None] * len(d), [None] * len(d))
         ru_cls += ru[0]
         ru_score += [np.nan if v is None else v for v in ru[1]]
     px_all = np.concatenate(px) if px else np.zeros((0, 4))
@@ -462,7 +464,7 @@ def write_gpkg(dets: list[Detections], path: str | os.PathLike) -> Path:
     data = [np.array(ids, dtype=object), np.array(cls, dtype=object),
             np.concatenate(score) if score else np.zeros(0), np.concatenate(thr) if thr else np.zeros(0),
             np.array(src, dtype=object)] + [np.ascontiguousarray(px_all[:, i]) for i in range(4)]
-    if any(runner_ups(d) is not None for d in dets):  # --one-class: the runner-up class per object
+    if any_ru:  # --one-class: the runner-up class per object
         fields += ["runner_up", "runner_up_score"]
         data += [np.array(ru_cls, dtype=object), np.array(ru_score, np.float64)]
     geometry = np.empty(len(geoms), dtype=object)
