@@ -50,7 +50,8 @@ log = logging.getLogger("revet.outputs")
 FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv", "coco": ".coco.json"}
 GPKG_LAYER = "detections"
 CSV_COLUMNS = ["source", "image_id", "class", "score", "x1", "y1", "x2", "y2",
-               "map_xmin", "map_ymin", "map_xmax", "map_ymax", "crs", "lon", "lat", "id", "threshold"]
+               "map_xmin", "map_ymin", "map_xmax", "map_ymax", "crs", "lon", "lat", "id", "threshold",
+               "runner_up", "runner_up_score"]  # the last two empty unless the job kept one class per object
 
 
 # ------------------------------------------------------------------ atomic writes
@@ -494,11 +495,12 @@ def csv_rows(det: Detections, image_id: int | None = None) -> list[list[str]]:
     src = str(det.path) if det.path else ""
     iid = "" if image_id is None else str(image_id)
     rows = []
-    ids, thr = detection_ids(det), detection_thresholds(det)
+    ids, thr, ru = detection_ids(det), detection_thresholds(det), runner_ups(det)
     for k in range(len(det)):
+        runner = ["", ""] if ru is None or ru[0][k] is None else [ru[0][k], f"{ru[1][k]:.5f}"]
         rows.append([src, iid, det.classes[int(det.labels[k])], f"{float(det.scores[k]):.5f}",
                      *(f"{float(v):.2f}" for v in det.boxes[k]), *(_fmt(v, 3) for v in mb[k]), crs,
-                     _fmt(ll[k, 0], 8), _fmt(ll[k, 1], 8), ids[k], _fmt(thr[k], 5)])
+                     _fmt(ll[k, 0], 8), _fmt(ll[k, 1], 8), ids[k], _fmt(thr[k], 5), *runner])
     return rows
 
 

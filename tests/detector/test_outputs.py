@@ -242,9 +242,10 @@ def test_quicklook_png_downsampled_with_class_colours(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_runner_up_class_is_written_to_geojson_and_gpkg(tmp_path):
+def test_runner_up_class_is_written_to_geojson_gpkg_and_csv(tmp_path):
     """A --one-class job's runner-up class and score per detection (None where there was none),
-    in the GeoJSON properties and as GeoPackage fields; jobs without it write neither."""
+    in the GeoJSON properties, as GeoPackage fields and as CSV columns (empty there: the columns are
+    fixed, so the job-wide CSV joins every scene's); GeoJSON and GeoPackage jobs without it write neither."""
     import pyogrio.raw
 
     a = dets(n=3)
@@ -260,3 +261,7 @@ def test_runner_up_class_is_written_to_geojson_and_gpkg(tmp_path):
     meta, *_ = pyogrio.raw.read(write_gpkg([b], tmp_path / "e.gpkg"), layer=GPKG_LAYER)
     assert "runner_up" not in list(meta["fields"])
     assert "runner_up" not in json.loads(write_geojson([b], tmp_path / "e.geojson").read_text())["features"][0]["properties"]
+    with open(write_csv([a, b], tmp_path / "d.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["runner_up"], r["runner_up_score"]) for r in rows] == [("revetment", "0.25000"), ("", ""),
+                                                                     ("bunker", "0.12500"), ("", ""), ("", "")]
