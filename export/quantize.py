@@ -145,15 +145,15 @@ def narrow_int8_weights(model: onnx.ModelProto, *, limit: int = INT8_WEIGHT_LIMI
     """Requantize, in place, every int8 convolution weight channel whose largest |q| exceeds
     ``limit`` to ``[-limit, limit]`` (scale x m / limit for a channel of largest |q| m) and
     its int32 bias to the new scale (input scale x weight scale), so the dequantized weights
-    move by at most one new step and the biases not at all. Weights must be symmetric (zero
-    point 0: what ``quantize_static`` writes). Returns the number of channels changed."""
+    move by less than one new step (rounded twice) and the biases by at most half of theirs.
+    Weights must be symmetric (zero point 0: what ``quantize_static`` writes). Returns the
+    number of channels changed."""
+    from collections import Counter
+
     from onnx import numpy_helper
 
     init = _initializers(model)
-    users: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
+    users = Counter(i for n in model.graph.node for i in n.input)
     changed = 0
     for conv, w, b in conv_weight_quantizers(model):
         q = numpy_helper.to_array(init[w.input[0]]).astype(np.int32)
